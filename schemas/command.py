@@ -1,0 +1,101 @@
+"""Write commands to a system and their acknowledgements (internal topics).
+
+Flow agents publish ``WriteCommand`` to ``talkstream.<system>.<entity>.commands``;
+sink agents apply them through the connector's writer and publish one
+``WriteResult`` per command to ``talkstream.acks``, keyed by the link key, so
+the agent that owns the link records the outcome.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas import codec
+from schemas.change import utcnow
+
+COMMAND_SCHEMA = "talkstream.command/v1"
+RESULT_SCHEMA = "talkstream.result/v1"
+
+
+def command_topic(system: str, entity: str) -> str:
+    return f"talkstream.{system}.{entity}.commands"
+
+
+def ack_topic() -> str:
+    return "talkstream.acks"
+
+
+class WriteCommand(BaseModel):
+    """One write to one record of a target system.
+
+    ``data`` holds the target system's property names and values, already
+    converted (e.g. Businessnxt ``orderDate`` as an int yyyymmdd). For a
+    Businessnxt order, ``data["orderLines"]`` is the complete desired list of
+    lines: on create they are created with the head; on update the writer makes
+    the stored lines equal to that list.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    schema_: Literal["talkstream.command/v1"] = Field(default=COMMAND_SCHEMA, alias="schema")
+    command_id: str = Field(description="Unique and deterministic per intended write.")
+    flow: str
+    link_key: str
+    system: Literal["customcrm", "businessnxt"]
+    entity: str
+    op: Literal["create", "update", "delete"]
+    target_id: str | None = Field(default=None, description="Id of the record to update/delete.")
+    if_version: int | None = Field(default=None, description="Customcrm optimistic concurrency.")
+    idempotency_key: str | None = Field(
+        default=None,
+        description="Customcrm Idempotency-Key of a create; for Businessnxt the origin stamp "
+        "(e.g. customcrm:order:ord_1) written to the flow's origin field.",
+    )
+    origin_field: str | None = Field(default=None, description="Businessnxt field holding the origin stamp.")
+    match: dict[str, Any] | None = Field(
+        default=None, description="Natural key to look up before creating (e.g. {'productNo': 'SKU-1'})."
+    )
+    data: dict[str, Any] = Field(default_factory=dict)
+    attempt: int = 1
+    created_at: datetime = Field(default_factory=utcnow)
+
+    def to_bytes(self) -> bytes:
+        return codec.dumps(self.model_dump(mode="json", by_alias=True))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | str) -> "WriteCommand":
+        return cls.model_validate(codec.loads(raw))
+
+
+class WriteResult(BaseModel):
+    """The outcome of one WriteCommand."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    schema_: Literal["talkstream.result/v1"] = Field(default=RESULT_SCHEMA, alias="schema")
+    command_id: str
+    flow: str
+    link_key: str
+    system: Literal["customcrm", "businessnxt"]
+    entity: str
+    op: Literal["create", "update", "delete"]
+    status: Literal["ok", "retryable", "permanent", "conflict", "not_found"] = Field(
+        description="ok: applied; retryable: try again later; permanent: will never succeed; "
+        "conflict: version mismatch (re-read and merge); not_found: target is gone."
+    )
+    target_id: str | None = None
+    version: str | None = None
+    record: dict[str, Any] | None = Field(default=None, description="The record as stored after the write.")
+    matched: bool = Field(default=False, description="A create found an existing record instead of creating.")
+    error: str | None = None
+    attempt: int = 1
+    finished_at: datetime = Field(default_factory=utcnow)
+
+    def to_bytes(self) -> bytes:
+        return codec.dumps(self.model_dump(mode="json", by_alias=True))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | str) -> "WriteResult":
+        return cls.model_validate(codec.loads(raw))

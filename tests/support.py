@@ -1,0 +1,41 @@
+"""Test helpers: waiting for conditions with a deadline (never a bare sleep)."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Awaitable, Callable, TypeVar
+
+T = TypeVar("T")
+
+
+class ConditionTimeout(AssertionError):
+    pass
+
+
+def wait_until(
+    condition: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.05, message: str = ""
+) -> T:
+    """Poll ``condition`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T = None  # type: ignore[assignment]
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    raise ConditionTimeout(f"condition not met within {timeout} s: {message or condition!r} (last={last!r})")
+
+
+async def async_wait_until(
+    condition: Callable[[], Awaitable[T]], *, timeout: float = 30.0, interval: float = 0.05, message: str = ""
+) -> T:
+    """Async twin of :func:`wait_until` for coroutine conditions."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: T = None  # type: ignore[assignment]
+    while loop.time() < deadline:
+        last = await condition()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise ConditionTimeout(f"condition not met within {timeout} s: {message or condition!r} (last={last!r})")
