@@ -37,6 +37,8 @@ class Faults:
     latency_ms: int = 0
     timeout_rate: float = 0.0
     malformed_rate: float = 0.0
+    #: how long a "timed out" request hangs (tests set it short)
+    hang_seconds: float = HANG_SECONDS
 
     def active(self) -> bool:
         return bool(self.error_rate or self.latency_ms or self.timeout_rate or self.malformed_rate)
@@ -158,7 +160,7 @@ class SandboxMiddleware:
                         # committed, but the client never hears back
                         await self.app(scope, receive, _discard)
                     status_box["status"] = 599  # counted as "timed out"
-                    await asyncio.sleep(HANG_SECONDS)
+                    await asyncio.sleep(faults.hang_seconds)
                     return
                 if faults.error_rate and rnd.random() < faults.error_rate:
                     body, ctype = self.error_body(faults.status)
