@@ -1,0 +1,86 @@
+"""The Faust app: one per process, configured from ``streams.settings``.
+
+``make_app()`` builds an app with the start-up and safety settings that
+talkstream needs (see docs/operations.md, "Faust settings"); ``app`` is the
+process's app, used by the CLI (``talkstream worker`` is Faust's worker).
+Agents register on ``app`` when ``streams.topology`` is imported.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import faust
+
+from connectors.common.kafka import SINGLE_RECORD_BATCH_SIZE
+from streams.broker_check import single_record_batches
+from streams.settings import Settings, get_settings
+
+log = logging.getLogger("talkstream")
+
+#: When this process started (for the start-to-ready measurement).
+PROCESS_STARTED = time.monotonic()
+
+#: Faust settings tuned for a fast start on the embedded broker and safe
+#: at-least-once processing; the reasons are in docs/operations.md.
+FAST_START = dict(
+    broker_session_timeout=10.0,
+    broker_heartbeat_interval=1.0,
+    broker_rebalance_timeout=10.0,
+    broker_request_timeout=30.0,
+    broker_commit_interval=1.0,
+    broker_max_poll_interval=300.0,
+    table_standby_replicas=0,
+    topic_replication_factor=1,
+    stream_wait_empty=False,
+    consumer_auto_offset_reset="earliest",
+    producer_acks=-1,
+    producer_linger=0.0,
+    processing_guarantee="at_least_once",
+    table_cleanup_interval=30.0,
+)
+
+
+def make_app(settings: Settings | None = None, *, app_id: str | None = None, **overrides) -> faust.App:
+    """A Faust app with talkstream's settings (``overrides`` win)."""
+    settings = settings or get_settings()
+    broker_url = settings.broker_url()
+    conf = dict(FAST_START)
+    conf.update(
+        broker=broker_url,
+        store=settings.store,
+        topic_partitions=settings.partitions,
+        datadir=os.path.join(settings.data_dir, "{conf.id}-data"),
+        web_enabled=settings.web_enabled,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+    )
+    conf.update(overrides)
+    os.makedirs(settings.data_dir, exist_ok=True)
+    app = faust.App(app_id or settings.app_id, autodiscover=False, **conf)
+
+    @app.on_configured.connect
+    def _protect_against_wrong_end_offsets(sender, conf, **kwargs) -> None:
+        # Runs once, when the configuration is first needed (not for --help).
+        # No broker configured: `talkstream run` (embedded broker) or a default
+        # local one; stay on the safe side without probing anything.
+        mode = settings.single_record_batches if settings.kafka_broker else "on"
+        if single_record_batches(mode, broker_url):
+            conf.producer_max_batch_size = SINGLE_RECORD_BATCH_SIZE
+
+    @app.task
+    async def _announce_ready() -> None:
+        # app tasks start after table recovery completed: the worker is ready.
+        log.info(
+            "talkstream worker ready in %.2f s (broker %s, single-record batches %s)",
+            time.monotonic() - PROCESS_STARTED,
+            broker_url,
+            "on" if app.conf.producer_max_batch_size == SINGLE_RECORD_BATCH_SIZE else "off",
+        )
+
+    return app
+
+
+app = make_app()

@@ -1,0 +1,61 @@
+"""talkstream's configuration: environment variables read with pydantic-settings.
+
+The variable names are a contract (ARCHITECTURE.md section 7). Secrets are
+``SecretStr``: they never show up in a repr, a log line or on a topic.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TALKSTREAM_", extra="ignore", populate_by_name=True)
+
+    # --- Kafka -----------------------------------------------------------------
+    kafka_broker: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BROKER", "TALKSTREAM_KAFKA_BROKER"),
+        description="kafka://host:port[;host:port]; unset: `talkstream run` starts the embedded broker.",
+    )
+    single_record_batches: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Send one record per produce batch. auto: on when the start-up self-check finds "
+        "the broker's end offsets wrong for multi-record batches (the embedded broker).",
+    )
+    app_id: str = Field(default="talkstream", description="Faust app id: consumer group and topic prefix.")
+    partitions: int = Field(default=4, ge=1, description="Partitions of the topics talkstream creates.")
+    store: str = Field(default="memory://", description="Faust table store: memory:// or rocksdb://.")
+    data_dir: str = Field(default=".talkstream", description="Worker data directory (RocksDB tables).")
+    web_port: int = Field(default=6066, description="Port of the worker's web server (webhooks, metrics).")
+    web_host: str = Field(default="127.0.0.1", description="Bind address of the worker's web server.")
+    web_enabled: bool = Field(default=True, description="Run the worker's web server.")
+
+    # --- Customcrm ------------------------------------------------------------------
+    customcrm_url: str | None = Field(default=None, description="Customcrm base URL (before /api/v1).")
+    customcrm_token: SecretStr | None = Field(default=None, description="Customcrm bearer token.")
+
+    # --- Businessnxt ----------------------------------------------------------------
+    businessnxt_url: str | None = Field(default=None, description="Business NXT GraphQL endpoint URL.")
+    businessnxt_token_url: str | None = Field(default=None, description="OAuth2 token endpoint.")
+    businessnxt_client_id: str | None = None
+    businessnxt_client_secret: SecretStr | None = None
+    businessnxt_company: int | None = Field(default=None, description="Company number for useCompany(no:).")
+    businessnxt_webhook_key: SecretStr | None = Field(default=None, description="Webhook signature key; unset: webhooks off.")
+
+    # --- Sync behaviour ---------------------------------------------------------
+    poll_interval: float = Field(default=1.0, gt=0, description="Seconds between polls.")
+    timezone: str = Field(default="Europe/Oslo", description="Business NXT server time zone.")
+    internal_customer_no: int = Field(default=10000, description="customerNo of user-order orders.")
+    mapping_file: str | None = Field(default=None, description="Path of the dataflow mapping (default: the packaged one).")
+
+    def broker_url(self) -> str:
+        return self.kafka_broker or "kafka://127.0.0.1:9092"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
