@@ -90,9 +90,10 @@ class KafkaPublisher:
     def __init__(self, producer: AIOKafkaProducer):
         self.producer = producer
 
-    async def publish(self, events: Sequence[ChangeEvent]) -> None:
+    async def publish(self, events: Sequence[ChangeEvent], *, topic: str | None = None) -> None:
+        """``topic`` overrides each event's own topic (e.g. a per-test topic)."""
         futures = [
-            await self.producer.send(e.topic, e.to_bytes(), key=e.key) for e in events
+            await self.producer.send(topic or e.topic, e.to_bytes(), key=e.key) for e in events
         ]
         if futures:
             await asyncio.gather(*futures)
