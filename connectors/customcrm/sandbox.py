@@ -657,6 +657,7 @@ def openapi_document() -> dict:
                     "latency_ms": {"type": "integer", "minimum": 0},
                     "timeout_rate": {"type": "number", "minimum": 0, "maximum": 1},
                     "malformed_rate": {"type": "number", "minimum": 0, "maximum": 1},
+                    "hang_seconds": {"type": "number", "minimum": 0},
                 },
             })},
             "responses": {"200": {"description": "Faults now active", "content": json_of({"type": "object"})},
