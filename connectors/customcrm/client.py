@@ -82,6 +82,13 @@ def error_from_response(what: str, status: int, body: bytes, headers: Mapping[st
             err = parsed["error"]
     except orjson.JSONDecodeError:
         pass
+    return error_from_body(what, status, err, headers)
+
+
+def error_from_body(what: str, status: int, err: Any, headers: Mapping[str, str] | None = None) -> ApiError:
+    """The typed error for ``status`` and a parsed ``{"code", "message", ...}`` error object."""
+    err = err if isinstance(err, dict) else {}
+    headers = headers or {}
     code = err.get("code") if isinstance(err.get("code"), str) else None
     message = err.get("message") if isinstance(err.get("message"), str) else ""
     reason = f"{code}: {message}" if code and message else (code or message or "no error body")
