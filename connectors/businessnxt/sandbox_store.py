@@ -44,7 +44,7 @@ def _pk(table: Table, row: Row) -> Any:
 
 
 def _num(v: Any) -> Any:
-    if v is None or isinstance(v, (int, float)):
+    if v is None or isinstance(v, float):
         return v
     return float(v)
 

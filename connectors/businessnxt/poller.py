@@ -1,0 +1,231 @@
+"""Businessnxt poller: incremental reads of one entity (``order`` with its
+lines, or ``product``) into ``businessnxt.<entity>.changes``.
+
+Rules (same as the Customcrm poller):
+
+- Incremental reads use ``changedTimestamp _gte <watermark>`` ordered by
+  (changedTimestamp, key). Pages are taken by *keyset* (``(ts, key) >
+  last``), not by the server's positional cursors, because a position shifts
+  when rows change between two page requests and a row would be skipped.
+- The first read (no watermark) scans every row by key, so legacy rows with
+  null timestamps are published once; its watermark is the newest
+  ``changedTimestamp`` seen *before* the scan began, so rows changed during the
+  scan are read again.
+- Orders: a changed order line re-publishes its order; the version is the
+  latest ``changedTimestamp`` of the head and its lines, in UTC.
+- Dedupe: the watermark remembers ``{key: version}`` of every record that the
+  next ``_gte`` read returns again (those at the watermark time, or inside
+  ``lookback_seconds``); such a record is published again only if its version
+  changed.
+- The watermark (key ``businessnxt.<entity>``) is saved only after the broker
+  acknowledged every event it covers. Invalid rows are dead-lettered (stage
+  ``poll``) and skipped.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from connectors.businessnxt.client import BusinessnxtClient, table_fields
+from connectors.businessnxt.outputs import DeadLetterSink, dead_letter, publish_events
+from connectors.businessnxt.records import InvalidRow, latest_local, record_version, to_event, validate_row
+from connectors.businessnxt.schema import TABLES
+from connectors.businessnxt.timezones import format_local, normalize_local, parse_local
+from connectors.common.watermarks import WatermarkStore, watermark_key
+from schemas.change import ChangeEvent, change_topic
+from schemas.deadletter import DeadLetter
+
+log = logging.getLogger(__name__)
+
+TS = "changedTimestamp"
+FLOOR = "1900-01-01T00:00:00.0000000"
+SOURCE_TABLES = {"order": ("order", "orderLine"), "product": ("product",)}
+WM_VERSION = 1
+
+
+# ---------------------------------------------------------------- pure decisions
+def _ts_key(value: str) -> tuple:
+    return parse_local(value)
+
+
+def max_local(values: list[str | None], default: str | None = None) -> str | None:
+    vals = [v for v in values if v]
+    if default:
+        vals.append(default)
+    return max(vals, key=_ts_key) if vals else None
+
+
+def lower_bound(mark: str, lookback_seconds: float) -> str:
+    """The ``_gte`` bound of the next read: the watermark minus the look-back."""
+    if not lookback_seconds:
+        return normalize_local(mark)
+    dt, tick = parse_local(mark)
+    return format_local(dt - timedelta(seconds=lookback_seconds), tick)
+
+
+def keyset_after(row: dict[str, Any], key_fields: tuple[str, ...]) -> dict:
+    """Filter for rows strictly after ``row`` in (changedTimestamp, key...) order."""
+    ts = row[TS]
+    alternatives: list[dict] = [{TS: {"_gt": ts}}]
+    eqs: list[dict] = [{TS: {"_eq": ts}}]
+    for k in key_fields:
+        alternatives.append({"_and": eqs + [{k: {"_gt": row[k]}}]})
+        eqs = eqs + [{k: {"_eq": row[k]}}]
+    return {"_or": alternatives}
+
+
+def requalifies(entity: str, row: dict[str, Any], marks: dict[str, str], lookback: float) -> bool:
+    """Will the next incremental read return this record again?"""
+    def hit(ts: str | None, table: str) -> bool:
+        return bool(ts) and _ts_key(ts) >= _ts_key(lower_bound(marks[table], lookback))
+
+    if hit(row.get(TS), entity):
+        return True
+    if entity == "order":
+        return any(hit(ln.get(TS), "orderLine") for ln in row.get("orderLines") or [])
+    return False
+
+
+def should_publish(key: str, version: str | None, seen: dict[str, str | None]) -> bool:
+    """Dedupe: a record already published at this exact version is not published again."""
+    return key not in seen or seen[key] != version
+
+
+# ---------------------------------------------------------------- the poller
+class BusinessnxtPoller:
+    def __init__(self, client: BusinessnxtClient, publisher: Any, watermarks: WatermarkStore, entity: str, *,
+                 timezone: str = "Europe/Oslo", page_size: int = 500, dead_letters: DeadLetterSink | None = None,
+                 topic: str | None = None, lookback_seconds: float = 0.0) -> None:
+        if entity not in SOURCE_TABLES:
+            raise ValueError(f"unknown Businessnxt entity {entity!r}")
+        self.client = client
+        self.publisher = publisher
+        self.watermarks = watermarks
+        self.entity = entity
+        self.tz = timezone
+        self.page_size = page_size
+        self.dead_letters = dead_letters
+        self.topic = topic or change_topic("businessnxt", entity)
+        self.lookback = lookback_seconds
+        self.key = watermark_key("businessnxt", entity)
+        self._wm: dict[str, Any] | None = None
+        self._loaded = False
+
+    # ---- reads ---------------------------------------------------------------
+    async def _newest(self, table: str) -> str | None:
+        rows = await self.client.read(table, filter={TS: {"_gte": FLOOR}}, order_by=[{TS: "DESC"}], first=1,
+                                      fields=TS)
+        return rows[0][TS] if rows else None
+
+    async def _scan_by_key(self) -> list[dict]:
+        key = TABLES[self.entity].key[0]
+        out: list[dict] = []
+        flt: dict | None = None
+        while True:
+            page = await self.client.read(self.entity, filter=flt, order_by=[{key: "ASC"}], first=self.page_size)
+            out += page
+            if len(page) < self.page_size:
+                return out
+            last = page[-1].get(key)
+            flt = {key: {"_gt": last}}
+
+    async def _scan_changed(self, table: str, lower: str, fields: str | None) -> list[dict]:
+        t = TABLES[table]
+        base = {TS: {"_gte": lower}}
+        order = [{TS: "ASC"}] + [{k: "ASC"} for k in t.key]
+        flt: dict = base
+        out: list[dict] = []
+        while True:
+            page = await self.client.read(table, filter=flt, order_by=order, first=self.page_size, fields=fields)
+            out += page
+            if len(page) < self.page_size:
+                return out
+            flt = {"_and": [base, keyset_after(page[-1], t.key)]}
+
+    async def _full_read(self) -> tuple[list[dict], dict[str, str]]:
+        marks = {t: (await self._newest(t)) or FLOOR for t in SOURCE_TABLES[self.entity]}
+        return await self._scan_by_key(), marks
+
+    async def _incremental(self, wm: dict[str, Any]) -> tuple[list[dict], dict[str, str]]:
+        old = wm["tables"]
+        marks = dict(old)
+        rows: list[dict] = await self._scan_changed(self.entity, lower_bound(old[self.entity], self.lookback), None)
+        marks[self.entity] = max_local([r.get(TS) for r in rows if _valid_ts(r.get(TS))], old[self.entity])
+        if self.entity == "order":
+            lines = await self._scan_changed("orderLine", lower_bound(old["orderLine"], self.lookback),
+                                             "orderNo lineNo " + TS)
+            marks["orderLine"] = max_local([ln.get(TS) for ln in lines if _valid_ts(ln.get(TS))], old["orderLine"])
+            have = {r.get("orderNo") for r in rows}
+            missing = [ln["orderNo"] for ln in lines if ln.get("orderNo") not in have]
+            if missing:
+                rows += list((await self.client.read_by_keys("order", missing, fields=table_fields("order"))).values())
+        return rows, marks
+
+    # ---- one poll -------------------------------------------------------------
+    async def _load(self) -> None:
+        if not self._loaded:
+            wm = await self.watermarks.load(self.key)
+            self._wm = wm if wm and wm.get("v") == WM_VERSION else None
+            self._loaded = True
+
+    async def poll_once(self) -> int:
+        """Read what changed since the watermark, publish it, save the watermark. Returns events published."""
+        await self._load()
+        wm = self._wm
+        if wm is None:
+            rows, marks = await self._full_read()
+            old_seen: dict[str, str | None] = {}
+        else:
+            rows, marks = await self._incremental(wm)
+            old_seen = wm.get("seen") or {}
+
+        records: dict[str, dict] = {}
+        letters: list[DeadLetter] = []
+        for row in rows:
+            try:
+                key = validate_row(self.entity, row)
+            except InvalidRow as exc:
+                rid = row.get(TABLES[self.entity].key[0]) if isinstance(row, dict) else None
+                letters.append(DeadLetter(stage="poll", system="businessnxt", entity=self.entity,
+                                          record_id=None if rid is None else str(rid), reason=str(exc),
+                                          error_type="validation_error", payload=row))
+                continue
+            records[key] = row
+
+        events: list[ChangeEvent] = []
+        seen: dict[str, str | None] = {}
+        for key, row in records.items():
+            version = record_version(row, self.tz)
+            if requalifies(self.entity, row, marks, self.lookback):
+                seen[key] = version
+            if should_publish(key, version, old_seen):
+                events.append(to_event(self.entity, row, self.tz, origin="poll"))
+        events.sort(key=lambda e: (e.version or "", e.id))
+
+        await publish_events(self.publisher, events, self.topic)
+        await dead_letter(self.dead_letters, letters)
+        new_wm = {"v": WM_VERSION, "tables": marks, "seen": seen}
+        if new_wm != wm:
+            await self.watermarks.save(self.key, new_wm)
+        self._wm = new_wm
+        if events:
+            log.info("businessnxt %s poll: %d events (newest %s)", self.entity, len(events),
+                     latest_local(records[events[-1].id]) if events[-1].id in records else None)
+        return len(events)
+
+    async def reset(self) -> None:
+        """Forget the watermark: the next poll is a full read."""
+        await self.watermarks.save(self.key, None)
+        self._wm = None
+        self._loaded = True
+
+
+def _valid_ts(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        parse_local(value)
+        return True
+    except ValueError:
+        return False
