@@ -500,9 +500,19 @@ def openapi_document() -> dict:
         "description": "Expected current Version (optimistic concurrency).",
         "schema": {"type": "string", "pattern": "^(W/)?\"?[0-9]{1,9}\"?$"},
     }
-    id_param = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+    examples = {
+        "orders": {"Name": "Order 1", "CustomerNo": 10001, "OrderDate": "2026-11-25", "Status": "open",
+                   "Lines": [{"LineNo": 1, "ProductId": "prd_000001", "Quantity": "2", "UnitPrice": "199.00"}]},
+        "products": {"Sku": "SKU-EXAMPLE", "Name": "Example product", "Price": "199.00"},
+        "users": {"FullName": "Ada Lovelace", "Email": "ada@example.com", "Title": "Engineer"},
+    }
+    patch_examples = {"orders": {"Name": "Renamed order", "YourReference": None},
+                      "products": {"Name": "Renamed product", "Url": None},
+                      "users": {"Title": "Manager"}}
     paths: dict = {}
     for resource, (data_name, record_name) in names.items():
+        id_param = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
+                    "example": f"{PREFIXES[resource]}_000001"}
         data_schema = schemas[data_name]
         patch_name = f"{record_name}Patch"
         schemas[patch_name] = {
@@ -570,7 +580,8 @@ def openapi_document() -> dict:
                 "summary": f"Create a {resource[:-1]}",
                 "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                                 "schema": {"type": "string", "minLength": 1, "maxLength": 255}}],
-                "requestBody": {"required": True, "content": json_of(ref(data_name))},
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": ref(data_name), "example": examples[resource]}}},
                 "responses": {
                     "201": {"description": "Created", "content": json_of(ref(record_name))},
                     "400": err("Bad request (invalid JSON or header)"),
@@ -614,8 +625,8 @@ def openapi_document() -> dict:
                 "summary": f"Change a {resource[:-1]} (JSON merge patch)",
                 "parameters": [if_match],
                 "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": ref(patch_name)},
-                    "application/merge-patch+json": {"schema": ref(patch_name)},
+                    "application/json": {"schema": ref(patch_name), "example": patch_examples[resource]},
+                    "application/merge-patch+json": {"schema": ref(patch_name), "example": patch_examples[resource]},
                 }},
                 "responses": {
                     "200": {"description": "The changed record", "content": json_of(ref(record_name))},
@@ -861,7 +872,7 @@ def create_app(
             kind = op.get("op")
             allowed = {"create": {"op", "idempotency_key", "data"},
                        "update": {"op", "id", "if_version", "data"},
-                       "delete": {"op", "id", "if_version"}}.get(kind)
+                       "delete": {"op", "id", "if_version"}}.get(kind if isinstance(kind, str) else "")
             if allowed is None:
                 raise validation_failure({"op": "must be create, update or delete"})
             unknown = set(op) - allowed
