@@ -1,0 +1,94 @@
+"""Fixtures for the Businessnxt integration tests: real sandbox HTTP servers,
+clients, Kafka producers on the session broker. Everything started here is
+stopped in teardown (also when the test fails)."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import httpx
+import pytest
+
+from connectors.businessnxt.client import BusinessnxtClient
+from connectors.businessnxt.sandbox import create_app
+from connectors.common.httpserver import ServerThread
+from connectors.common.kafka import make_producer
+
+pytestmark = pytest.mark.integration
+
+
+class Sandbox:
+    def __init__(self, server: ServerThread, app: Any) -> None:
+        self.server = server
+        self.app = app
+        self.state = app.state.sandbox
+        self.url = server.url + "/api/graphql-service"
+        self.token_url = server.url + "/connect/token"
+        self.base = server.url
+
+    def token(self) -> str:
+        r = httpx.post(self.token_url, data={"grant_type": "client_credentials", "client_id": "sandbox-client",
+                                             "client_secret": "sandbox-secret"})
+        r.raise_for_status()
+        return r.json()["access_token"]
+
+    def gql(self, query: str, variables: dict | None = None, *, token: str | None = None) -> dict:
+        """A person in the ERP (own token), synchronous."""
+        token = token or self.token()
+        r = httpx.post(self.url, json={"query": query, "variables": variables or {}},
+                       headers={"authorization": f"Bearer {token}"}, timeout=30)
+        r.raise_for_status()
+        return r.json()
+
+    def client(self, **kw) -> BusinessnxtClient:
+        opts = dict(timeout=5.0, backoff_initial=0.01, backoff_max=0.2)
+        opts.update(kw)
+        return BusinessnxtClient(self.url, self.token_url, "sandbox-client", "sandbox-secret",
+                                 self.state.company, **opts)
+
+    def faults(self, **kw) -> None:
+        httpx.post(self.base + "/_sandbox/faults", json=kw).raise_for_status()
+
+    def clear_faults(self) -> None:
+        httpx.delete(self.base + "/_sandbox/faults").raise_for_status()
+
+    def stats(self) -> dict:
+        return httpx.get(self.base + "/_sandbox/stats").json()
+
+
+@pytest.fixture
+def sandbox_factory():
+    started: list[ServerThread] = []
+
+    def make(**kw) -> Sandbox:
+        app = create_app(**kw)
+        srv = ServerThread(app).start()
+        started.append(srv)
+        return Sandbox(srv, app)
+
+    yield make
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture
+def sandbox(sandbox_factory) -> Sandbox:
+    return sandbox_factory(seed=20)
+
+
+@pytest.fixture
+async def producer(broker):
+    p = make_producer(broker.bootstrap, single_record_batches=True)
+    await p.start()
+    try:
+        yield p
+    finally:
+        await p.stop()
+
+
+@contextlib.asynccontextmanager
+async def closing(client: BusinessnxtClient):
+    try:
+        yield client
+    finally:
+        await client.aclose()
