@@ -660,3 +660,18 @@ def test_adding_a_property_needs_no_code_change(tmp_path):
 
 def test_parse_mapping_accepts_plain_data():
     assert parse_mapping(_raw()) == load_mapping()
+
+
+def test_to_target_direction_is_never_written_back(tmp_path):
+    raw = _raw()
+    url = next(p for p in raw["flows"][1]["properties"] if p["source"] == "Url")
+    url["direction"] = "to_target"
+    flow = parse_mapping(raw).flow("product-product")
+    canonical = flow.to_canonical("source", crm_product(), include_create_only=True)
+    assert flow.to_target_data(canonical, create=False)["webPage"] == "https://example.com/widget"
+    assert flow.to_target_data(canonical, create=True)["webPage"] == "https://example.com/widget"
+    assert "Url" not in flow.to_source_data(canonical)
+    assert "Url" not in flow.to_source_data(canonical, create=True)
+    assert flow.to_canonical("target", {"webPage": "x"}) == {"Url": "x"}
+    assert flow.syncs_back("Url") is False and flow.syncs_back("Name") is True
+    assert "to Businessnxt only" in next(r for r in flow.table_rows() if r.source == "Url").notes
