@@ -71,6 +71,7 @@ __all__ = [
     "Origin",
     "Match",
     "TableRow",
+    "LineChanges",
     "CONVERTERS",
     "load_mapping",
     "parse_mapping",
@@ -563,6 +564,22 @@ class TableRow:
     notes: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class LineChanges:
+    """Line items that differ between two canonical line lists (by line key).
+
+    ``added`` and ``changed`` hold the new canonical lines, ``removed`` the old
+    ones; each list is sorted by the line key.
+    """
+
+    added: list[dict]
+    changed: list[dict]
+    removed: list[dict]
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.changed or self.removed)
+
+
 class Flow(_Model):
     """One flow of the dataflow, with its conversions (see the module docstring)."""
 
@@ -860,6 +877,20 @@ class Flow(_Model):
             if self._comparable(name, a.get(name)) != self._comparable(name, b.get(name)):
                 changed.append(name)
         return changed
+
+    def line_changes(self, before: list[dict] | None, after: list[dict] | None) -> LineChanges:
+        """Which lines were added, changed or removed from ``before`` to
+        ``after`` (canonical line lists, e.g. for orderLine mutations)."""
+        prop = self.lines_property
+        if prop is None:
+            raise ValueError(f"flow {self.id!r} has no line items")
+        old = {line[prop.key]: line for line in self._canonical_lines(prop, before)}
+        new = {line[prop.key]: line for line in self._canonical_lines(prop, after)}
+        return LineChanges(
+            added=[line for key, line in new.items() if key not in old],
+            changed=[line for key, line in new.items() if key in old and old[key] != line],
+            removed=[line for key, line in old.items() if key not in new],
+        )
 
     # ---- internals -------------------------------------------------------
 

@@ -675,3 +675,21 @@ def test_to_target_direction_is_never_written_back(tmp_path):
     assert flow.to_canonical("target", {"webPage": "x"}) == {"Url": "x"}
     assert flow.syncs_back("Url") is False and flow.syncs_back("Name") is True
     assert "to Businessnxt only" in next(r for r in flow.table_rows() if r.source == "Url").notes
+
+
+def test_line_changes_by_line_key(order, product):
+    before = order.to_canonical("source", crm_order())["Lines"]
+    lines = copy.deepcopy(crm_order()["Lines"])  # LineNo 2, 1
+    lines[0]["UnitPrice"] = "198.00"  # LineNo 2 changed
+    del lines[1]  # LineNo 1 removed
+    lines.append({"LineNo": 3, "ProductId": "prd_000003", "Quantity": "1", "UnitPrice": "5", "Description": None})
+    after = order.to_canonical("source", crm_order(Lines=lines))["Lines"]
+    changes = order.line_changes(before, after)
+    assert [l["LineNo"] for l in changes.added] == [3]
+    assert [(l["LineNo"], l["UnitPrice"]) for l in changes.changed] == [(2, "198")]
+    assert [l["LineNo"] for l in changes.removed] == [1]
+    assert not order.line_changes(before, list(reversed(before)))
+    assert not order.line_changes(before, [{**line, "Quantity": line["Quantity"] + ".0"} for line in before])
+    assert [l["LineNo"] for l in order.line_changes(None, before).added] == [1, 2]
+    with pytest.raises(ValueError):
+        product.line_changes([], [])
