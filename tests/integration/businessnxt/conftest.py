@@ -92,3 +92,51 @@ async def closing(client: BusinessnxtClient):
         yield client
     finally:
         await client.aclose()
+
+
+def receiver_app(bootstrap: str, sb: Sandbox, key: str, *, topics: dict[str, str], upserts: bool = True,
+                 dead_letter_topic: str | None = None):
+    """A tiny Starlette app mounting the WebhookReceiver at ``/webhook``; its
+    producer and client live on the server's own event loop (lifespan)."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    from connectors.businessnxt.outputs import KafkaDeadLetters
+    from connectors.businessnxt.webhook import WebhookReceiver, starlette_endpoint
+    from connectors.common.kafka import KafkaPublisher
+
+    holder: dict[str, Any] = {}
+
+    async def endpoint(request):
+        return await holder["endpoint"](request)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        producer = make_producer(bootstrap, single_record_batches=True)
+        await producer.start()
+        client = sb.client()
+        dls = KafkaDeadLetters(producer, dead_letter_topic) if dead_letter_topic else None
+        receiver = WebhookReceiver(client, KafkaPublisher(producer), key, timezone=sb.state.timezone,
+                                   dead_letters=dls, topics=topics, upserts=upserts)
+        holder["endpoint"] = starlette_endpoint(receiver)
+        try:
+            yield
+        finally:
+            await client.aclose()
+            await producer.stop()
+
+    return Starlette(routes=[Route("/webhook", endpoint, methods=["POST"])], lifespan=lifespan)
+
+
+@pytest.fixture
+def server_factory():
+    started: list[ServerThread] = []
+
+    def make(app, port: int = 0) -> ServerThread:
+        srv = ServerThread(app, port=port).start()
+        started.append(srv)
+        return srv
+
+    yield make
+    for srv in started:
+        srv.stop()

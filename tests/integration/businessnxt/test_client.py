@@ -1,0 +1,110 @@
+"""BusinessnxtClient against the real sandbox server: tokens (expiry, refresh,
+401), typed errors, retries only where safe, limits, row helpers."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+import pytest
+
+from connectors.businessnxt.client import GraphQLRequestError, OutstandingLimitError
+from connectors.common.errors import AuthError, MalformedResponseError, RateLimitedError, ServerError, TimeoutError_
+
+from .conftest import closing
+
+pytestmark = pytest.mark.integration
+
+COUNT = "query($cid: Int!) { useCompany(no: $cid) { order { totalCount } } }"
+
+
+async def test_token_refresh_before_expiry_and_on_401(sandbox_factory, caplog):
+    sb = sandbox_factory(seed=3, token_ttl=2)
+    async with closing(sb.client()) as c:
+        assert (await c.query(COUNT, {"cid": 1}))["useCompany"]["order"]["totalCount"] == 3
+        assert c.token_fetches == 1
+        # ttl 2 s -> refreshed 0.2 s before expiry: after expiry the next call gets a new token first
+        c._token_expiry = 0.0  # simulate the clock passing the refresh point
+        await c.query(COUNT, {"cid": 1})
+        assert c.token_fetches == 2
+        # the server revokes every token: one 401, one refresh, success
+        sb.state.expire_tokens()
+        await c.query(COUNT, {"cid": 1})
+        assert c.token_fetches == 3
+        assert sb.stats()["requests"]["POST /api/graphql-service"]["401"] == 1
+    secret_logged = [r for r in caplog.records if "sandbox-secret" in r.getMessage()]
+    assert not secret_logged
+    assert "sandbox-secret" not in repr(c)
+
+
+async def test_wrong_secret_is_auth_error(sandbox):
+    c = sandbox.client()
+    c._secret = "wrong"
+    async with closing(c):
+        with pytest.raises(AuthError):
+            await c.query(COUNT, {"cid": 1})
+
+
+async def test_graphql_error_is_typed_with_path(sandbox):
+    async with closing(sandbox.client()) as c:
+        with pytest.raises(GraphQLRequestError) as ei:
+            await c.create("product", [{"productNo": "P00001"}])
+        assert "already exists" in ei.value.message
+        assert ei.value.path == ["useCompany", "product_create"]
+        assert not ei.value.retryable
+
+
+async def test_retries_429_and_outstanding_for_queries_and_mutations(sandbox_factory):
+    sb = sandbox_factory(seed=2, rate_limit_per_min=4)
+    async with closing(sb.client(max_attempts=3)) as c:
+        for _ in range(4):
+            await c.query(COUNT, {"cid": 1})
+        with pytest.raises(RateLimitedError):
+            await c.query(COUNT, {"cid": 1})
+        assert sb.stats()["requests"]["POST /api/graphql-service"]["429"] == 3  # 3 attempts
+
+    sb = sandbox_factory(seed=2, max_in_flight=1)
+    httpx.post(sb.base + "/_sandbox/config", json={"work_delay_ms": 150}).raise_for_status()
+    async with closing(sb.client(max_attempts=10, backoff_initial=0.05, backoff_max=0.3)) as c:
+        made = await asyncio.gather(*(c.create("product", [{"productNo": f"X{i}"}]) for i in range(3)))
+        assert sorted(r[0]["productNo"] for r in made) == ["X0", "X1", "X2"]
+    async with closing(sb.client(max_attempts=1)) as c:
+        res = await asyncio.gather(*(c.query(COUNT, {"cid": 1}) for _ in range(3)), return_exceptions=True)
+        assert any(isinstance(r, OutstandingLimitError) for r in res)
+
+
+async def test_mutation_with_unknown_outcome_is_not_retried(sandbox):
+    async with closing(sandbox.client(max_attempts=4)) as c:
+        await c.query(COUNT, {"cid": 1})
+        sandbox.faults(error_rate=1.0, status=500)
+        before = sandbox.stats()["requests"]["POST /api/graphql-service"].get("500", 0)
+        with pytest.raises(ServerError):
+            await c.create("product", [{"productNo": "Z1"}])
+        assert sandbox.stats()["requests"]["POST /api/graphql-service"]["500"] - before == 1
+        with pytest.raises(ServerError):  # a query is retried max_attempts times
+            await c.query(COUNT, {"cid": 1})
+        assert sandbox.stats()["requests"]["POST /api/graphql-service"]["500"] - before == 5
+        sandbox.faults(malformed_rate=1.0)
+        with pytest.raises(MalformedResponseError):
+            await c.create("product", [{"productNo": "Z2"}])
+        sandbox.faults(timeout_rate=1.0, hang_seconds=2.0)
+    async with closing(sandbox.client(timeout=0.3, max_attempts=2)) as c:
+        with pytest.raises(TimeoutError_):
+            await c.create("product", [{"productNo": "Z3"}])
+    sandbox.clear_faults()
+
+
+async def test_row_helpers_paging_and_keys(sandbox_factory):
+    sb = sandbox_factory(seed=120)
+    async with closing(sb.client()) as c:
+        rows = await c.read_all("order", page_size=25, order_by=[{"orderNo": "ASC"}])
+        assert [r["orderNo"] for r in rows] == list(range(1, 121))
+        assert all(r["orderLines"] and r["orderLines"][0]["orderNo"] == r["orderNo"] for r in rows)
+        by_key = await c.read_by_keys("product", ["P00003", "P00099", "nope"])
+        assert set(by_key) == {"P00003", "P00099"}
+        made = await c.create("order", [{"customerNo": 10000 + i, "name": f"n{i}"} for i in range(50)])
+        assert [r["orderNo"] for r in made] == list(range(121, 171))
+        upd = await c.update("order", [{"orderNo": {"_eq": r["orderNo"]}} for r in made],
+                             [{"name": f"m{i}"} for i in range(50)])
+        assert [r["name"] for r in upd] == [f"m{i}" for i in range(50)]
+        assert await c.delete("order", {"orderNo": {"_gte": 121}}) == 50

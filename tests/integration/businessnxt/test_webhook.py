@@ -1,0 +1,89 @@
+"""Webhooks end to end: sandbox -> signed POST -> WebhookReceiver (real HTTP
+server) -> fetch by key -> change topic on the embedded broker."""
+from __future__ import annotations
+
+import logging
+import time
+
+import httpx
+import orjson
+import pytest
+
+from connectors.businessnxt.webhook import SIGNATURE_HEADER, compute_signature
+from connectors.common.httpserver import free_port
+from connectors.common.kafka import ensure_topics
+
+from .conftest import receiver_app
+from .kafka_watch import TopicWatcher
+
+pytestmark = pytest.mark.integration
+
+KEY = "whsec-test-key-123"
+
+
+@pytest.fixture
+async def setup(broker, unique, sandbox_factory, server_factory):
+    topics = {"order": f"bnxt.order.{unique}", "product": f"bnxt.product.{unique}"}
+    await ensure_topics(broker.bootstrap, list(topics.values()))
+    port = free_port()
+    sb = sandbox_factory(seed=10, webhook_url=f"http://127.0.0.1:{port}/webhook", webhook_key=KEY)
+    srv = server_factory(receiver_app(broker.bootstrap, sb, KEY, topics=topics), port=port)
+    return sb, srv, topics
+
+
+async def test_change_in_erp_reaches_topic_within_a_second(broker, setup):
+    sb, _srv, topics = setup
+    async with TopicWatcher(broker.bootstrap, topics["product"]) as products, \
+            TopicWatcher(broker.bootstrap, topics["order"]) as orders:
+        t0 = time.monotonic()
+        sb.gql('mutation { useCompany(no: 1) { product_update(filter: {productNo: {_eq: "P00004"}}, '
+               'value: {description: "edited in ERP"}) { affectedRows } } }')
+        ev = await products.wait_for(lambda e: e.id == "P00004", timeout=1.0)
+        assert time.monotonic() - t0 < 1.0
+        assert ev.origin == "webhook" and ev.op == "upsert"
+        assert ev.data["description"] == "edited in ERP"
+        assert ev.version and ev.version.endswith("Z") and ev.modified_at is not None
+
+        # a change to an order line publishes its order, with the lines
+        sb.gql("mutation { useCompany(no: 1) { orderLine_update(filter: {_and: [{orderNo: {_eq: 3}}, "
+               "{lineNo: {_eq: 1}}]}, value: {quantity: 42}) { affectedRows } } }")
+        ev = await orders.wait_for(lambda e: e.id == "3", timeout=1.0)
+        assert ev.data["orderLines"][0]["quantity"] == 42
+        assert ev.version == max(ev.version, "")  # a UTC version string
+
+        # deletes publish tombstones
+        sb.gql("mutation { useCompany(no: 1) { order_delete(filter: {orderNo: {_eq: 5}}) { affectedRows } } }")
+        ev = await orders.wait_for(lambda e: e.id == "5" and e.op == "delete", timeout=2.0)
+        assert ev.data is None and ev.version.endswith("Z")
+        # duplicate delivery: the same version again, harmless
+        body = orjson.dumps({"tableIdentifier": "product", "customerNo": 0, "companyNo": 1, "event": "UPDATE",
+                             "primaryKeys": [{"productNo": "P00004"}], "timestamp": "2026-11-25T10:00:00Z"})
+        r = httpx.post(_srv.url + "/webhook", content=body, headers={SIGNATURE_HEADER: compute_signature(body, KEY)})
+        assert r.status_code == 200
+        await products.drain(200)
+        versions = [e.version for e in products.events if e.id == "P00004"]
+        assert len(versions) >= 2 and len(set(versions)) == 1
+
+
+async def test_forged_or_missing_signature_is_rejected(broker, setup, caplog):
+    sb, srv, topics = setup
+    caplog.set_level(logging.WARNING)
+    body = orjson.dumps({"tableIdentifier": "product", "customerNo": 0, "companyNo": 1, "event": "UPDATE",
+                         "primaryKeys": [{"productNo": "P00001"}], "timestamp": "2026-11-25T10:00:00Z"})
+    forged = compute_signature(body, "not-the-key")
+    r1 = httpx.post(srv.url + "/webhook", content=body, headers={SIGNATURE_HEADER: forged})
+    r2 = httpx.post(srv.url + "/webhook", content=body)
+    tampered = body.replace(b"P00001", b"P00002")
+    r3 = httpx.post(srv.url + "/webhook", content=tampered, headers={SIGNATURE_HEADER: compute_signature(body, KEY)})
+    assert (r1.status_code, r2.status_code, r3.status_code) == (401, 401, 401)
+    # barrier: a valid delivery afterwards is published; the rejected ones never were
+    ok = orjson.dumps({"tableIdentifier": "product", "customerNo": 0, "companyNo": 1, "event": "UPDATE",
+                       "primaryKeys": [{"productNo": "P00003"}], "timestamp": "2026-11-25T10:00:00Z"})
+    r = httpx.post(srv.url + "/webhook", content=ok, headers={SIGNATURE_HEADER: compute_signature(ok, KEY)})
+    assert r.status_code == 200 and r.json() == {"published": 1}
+    async with TopicWatcher(broker.bootstrap, topics["product"]) as products:
+        await products.wait_for(lambda e: e.id == "P00003")
+        assert {e.id for e in products.events} == {"P00003"}
+    warnings = [r for r in caplog.records if "webhook rejected" in r.getMessage()]
+    assert len(warnings) == 3 and all(r.levelno == logging.WARNING for r in warnings)
+    assert not any(KEY in r.getMessage() for r in caplog.records)
