@@ -13,11 +13,14 @@ import time
 
 import faust
 
+from connectors.common import kafka_compat
 from connectors.common.kafka import SINGLE_RECORD_BATCH_SIZE
 from streams.broker_check import single_record_batches
 from streams.settings import Settings, get_settings
 
 log = logging.getLogger("talkstream")
+
+kafka_compat.apply()
 
 #: When this process started (for the start-to-ready measurement).
 PROCESS_STARTED = time.monotonic()
@@ -25,7 +28,7 @@ PROCESS_STARTED = time.monotonic()
 #: Faust settings tuned for a fast start on the embedded broker and safe
 #: at-least-once processing; the reasons are in docs/operations.md.
 FAST_START = dict(
-    broker_session_timeout=10.0,
+    broker_session_timeout=6.0,
     broker_heartbeat_interval=1.0,
     broker_rebalance_timeout=10.0,
     broker_request_timeout=30.0,

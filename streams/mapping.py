@@ -920,7 +920,7 @@ class Flow(_Model):
     def _check_bounds(self, prop: Property, canon: Any, path: str, field_: str | None, raw: Any) -> None:
         if canon is None or (prop.minimum is None and prop.exclusive_minimum is None):
             return
-        number = Decimal(canon) if isinstance(canon, str) else Decimal(canon)
+        number = Decimal(canon)  # canonical int or decimal text
         if prop.minimum is not None and number < prop.minimum:
             raise self._error(f"must be at least {_decimal_text(prop.minimum)}", path, field_, raw)
         if prop.exclusive_minimum is not None and number <= prop.exclusive_minimum:
