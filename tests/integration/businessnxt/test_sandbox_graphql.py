@@ -239,3 +239,21 @@ def test_faults_and_stats(sandbox):
     stats = sandbox.stats()
     assert stats["rows"] == {"order": 20, "orderLine": stats["rows"]["orderLine"], "product": 20}
     assert stats["requests"]["POST /api/graphql-service"]["503"] == 1
+
+
+def test_configurable_time_zone_and_local_timestamps(sandbox_factory):
+    from datetime import datetime, timezone
+
+    from connectors.businessnxt.timezones import local_to_utc
+
+    for tz in ("America/New_York", "Europe/Oslo"):
+        sb = sandbox_factory(seed=0, timezone=tz)
+        before = datetime.now(timezone.utc)
+        d = sb.gql('mutation { useCompany(no: 1) { product_create(values: [{productNo: "T"}]) '
+                   '{ items { createdTimestamp changedTimestamp } } } }')
+        after = datetime.now(timezone.utc)
+        item = d["data"]["useCompany"]["product_create"]["items"][0]
+        ts = item["changedTimestamp"]
+        assert ts == item["createdTimestamp"]
+        assert len(ts) == 27 and ts[19] == "." and not ts.endswith("Z") and "+" not in ts  # 7 digits, no offset
+        assert before.replace(microsecond=0) <= local_to_utc(ts, tz) <= after
