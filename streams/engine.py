@@ -1,0 +1,576 @@
+"""The sync decisions of one link: pure functions over plain data (no I/O, no Faust).
+
+A *link* joins one Customcrm record (the flow's source side) and one
+Businessnxt record (the target side). Its state is a JSON-able dict kept in a
+Faust table (see ``new_link`` for the keys). Three kinds of input reach a
+link, in per-link order:
+
+- ``handle_change``: a change event read from either system;
+- ``handle_result``: the outcome of a write we asked a sink to make;
+- ``handle_tick``: a timer (retry a parked or failed write).
+
+Each returns an :class:`Outcome`: the new state plus the commands to send,
+dead letters, product-reference updates and the next wake-up time.
+
+The model is *desired state*: ``base`` holds, per property, the agreed value
+with the time and side it came from (the merge base). ``rep`` holds, per side,
+a short hash of what that side last reported, and ``wrote`` what we last
+wrote to it. After every input, each side that does not hold the base value
+(and has not already been sent it) gets one write. This gives, with no
+special cases:
+
+- echo suppression: our own write read back agrees with the base -> no write;
+- one-sided edits win; edits on both sides merge per property (later
+  modification time wins; empty never overwrites non-empty when configured);
+- an older version never overwrites a newer one (versions per side);
+- repair and retry: a side that lost a write simply still needs it.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+import orjson
+
+from schemas.change import ChangeEvent
+from schemas.command import WriteCommand, WriteResult
+from schemas.deadletter import DeadLetter
+from streams.mapping import Flow, MappingError, MissingReferences, RefResolver, is_empty
+
+SOURCE = "customcrm"
+TARGET = "businessnxt"
+SIDES = (SOURCE, TARGET)
+
+#: link status values
+NEW, PENDING, LINKED, DELETED = "new", "pending-create", "linked", "deleted"
+
+
+@dataclass
+class Policy:
+    """Tunables of the decisions (from settings)."""
+
+    park_timeout: float = 300.0  # seconds an order may wait for its product links
+    park_backoff_max: float = 5.0
+    write_retry_max: int = 8  # attempts of a retryable write before dead-lettering
+    write_backoff_max: float = 30.0
+    ack_timeout: float = 60.0  # re-send a write that got no result in this time
+    settings: Any = None  # for setting-based properties (internal_customer_no)
+
+
+@dataclass
+class Outcome:
+    link: dict
+    commands: list[WriteCommand] = field(default_factory=list)
+    deadletters: list[DeadLetter] = field(default_factory=list)
+    refs: list[tuple[str, str]] = field(default_factory=list)  # (customcrm product id, productNo)
+    wake_at: float | None = None  # epoch seconds; None: no timer needed
+    actions: list[str] = field(default_factory=list)  # what happened, for metrics and logs
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def h(value: Any) -> str:
+    """Short hash of a canonical value (``None`` and ``""`` are equal)."""
+    if value == "":
+        value = None
+    return hashlib.blake2b(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), digest_size=6).hexdigest()
+
+
+def other(side: str) -> str:
+    return TARGET if side == SOURCE else SOURCE
+
+
+def link_key(flow_id: str, ident: str) -> str:
+    return f"{flow_id}:{ident}"
+
+
+def new_link(flow_id: str, key: str) -> dict:
+    """An empty link state. Keys:
+
+    ``status``; ``ids`` per side; ``base`` {prop: [value, time, side]};
+    ``rep``/``wrote`` {side: {prop: hash}}; ``seen`` {side: version};
+    ``acked`` {side: version of our last write}; ``co`` create-only source
+    values; ``inflight`` {command_id: {side, op, props, at, attempt}};
+    ``park`` {since, attempts, next, missing} | None; ``fail`` {side: attempts};
+    ``seq`` command counter; ``deleted`` the side that deleted.
+    """
+    return {
+        "flow": flow_id,
+        "key": key,
+        "status": NEW,
+        "ids": {SOURCE: None, TARGET: None},
+        "base": {},
+        "rep": {SOURCE: {}, TARGET: {}},
+        "wrote": {SOURCE: {}, TARGET: {}},
+        "seen": {SOURCE: None, TARGET: None},
+        "acked": {SOURCE: None, TARGET: None},
+        "co": {},
+        "inflight": {},
+        "park": None,
+        "fail": {SOURCE: 0, TARGET: 0},
+        "seq": 0,
+        "deleted": None,
+    }
+
+
+def _ts(dt: datetime | None) -> float | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def version_newer(system: str, new: str | None, old: str | None) -> bool:
+    """Is version ``new`` strictly newer than ``old``? Unknown versions are never "older"."""
+    if new is None or old is None:
+        return True
+    if system == SOURCE:
+        try:
+            return int(new) > int(old)
+        except ValueError:
+            return new > old
+    return _ts_text(new) > _ts_text(old)
+
+
+def _ts_text(version: str) -> float | str:
+    try:
+        return datetime.fromisoformat(version.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return version
+
+
+def side_of(flow: Flow, system: str) -> str:
+    if system == flow.source.system:
+        return SOURCE
+    if system == flow.target.system:
+        return TARGET
+    raise ValueError(f"flow {flow.id} has no side in system {system}")
+
+
+def _canonical(flow: Flow, side: str, record: dict, refs: RefResolver | None) -> dict:
+    return flow.to_canonical("source" if side == SOURCE else "target", record, refs=refs)
+
+
+def _writable(flow: Flow, side: str, prop: str) -> bool:
+    return side == TARGET or flow.syncs_back(prop)
+
+
+def _deadletter(link: dict, flow: Flow, *, stage: str, reason: str, error_type: str, payload: Any,
+                system: str | None = None, entity: str | None = None, record_id: str | None = None,
+                attempts: int = 1) -> DeadLetter:
+    return DeadLetter(stage=stage, flow=flow.id, link_key=link["key"], reason=reason, error_type=error_type,
+                      payload=payload, system=system, entity=entity, record_id=record_id, attempts=attempts)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def handle_change(link: dict | None, flow: Flow, event: ChangeEvent, key: str, *, now: float,
+                  refs: RefResolver | None, policy: Policy) -> Outcome:
+    """Apply one change event of either side to the link ``key``."""
+    link = link or new_link(flow.id, key)
+    out = Outcome(link)
+    side = side_of(flow, event.system)
+    replay = event.origin == "replay"
+
+    if link["status"] == DELETED:
+        out.actions.append("skip:deleted")
+        return _finish(out, flow, now, refs, policy)
+
+    if event.op == "delete":
+        return _apply_delete(out, flow, side, event, now, refs, policy)
+
+    if not replay and not version_newer(event.system, event.version, link["seen"][side]):
+        out.actions.append("skip:echo" if event.version == link["acked"][side] else "skip:stale")
+        return out
+
+    record = event.data or {}
+    try:
+        values = _canonical(flow, side, record, refs)
+        if side == SOURCE:
+            co = flow.to_canonical("source", record, include_create_only=True)
+            co = {p: co[p] for p in flow.create_only_names() if p in co}
+            _note_create_only(out, flow, co)
+    except MissingReferences as exc:
+        return _park(out, flow, now, exc.ids, policy, event=event)
+    except MappingError as exc:
+        out.deadletters.append(_deadletter(link, flow, stage="flow", reason=str(exc), error_type="validation_error",
+                                           payload=event.model_dump(mode="json", by_alias=True),
+                                           system=event.system, entity=event.entity, record_id=event.id))
+        out.actions.append("deadletter")
+        return out
+
+    if event.version is not None:
+        link["seen"][side] = event.version
+    if link.get("park") and link["park"].get("event"):
+        link["park"] = None  # the parked event is superseded by this newer one
+    link.pop("blocked", None)  # a new version of the record: try again
+
+    if link["ids"][side] is None:
+        link["ids"][side] = event.id
+        if side == TARGET and flow.match is not None and link["ids"][SOURCE]:
+            out.refs.append((link["ids"][SOURCE], event.id))
+        if side == TARGET and link["status"] in (NEW, PENDING):
+            link["status"] = LINKED if link["ids"][SOURCE] else link["status"]
+    if side == SOURCE and link["ids"][TARGET] and link["status"] == NEW:
+        link["status"] = LINKED
+        if flow.match is not None:
+            out.refs.append((event.id, link["ids"][TARGET]))
+
+    _merge(out, flow, side, values, _ts(event.modified_at), replay)
+    return _finish(out, flow, now, refs, policy)
+
+
+def handle_result(link: dict | None, flow: Flow, result: WriteResult, *, now: float,
+                  refs: RefResolver | None, policy: Policy) -> Outcome:
+    """Record the outcome of a write (the sink's acknowledgement)."""
+    if link is None:  # a result for a link we do not know (state lost): nothing to record
+        return Outcome(new_link(flow.id, result.link_key), actions=["skip:unknown-result"])
+    out = Outcome(link)
+    sent = link["inflight"].pop(result.command_id, None)
+    side = side_of(flow, result.system)
+    if sent is None and result.op != "create":
+        out.actions.append("skip:duplicate-result")
+        return out
+
+    if result.status == "ok":
+        link["fail"][side] = 0
+        if result.op == "delete":
+            link["status"] = DELETED
+            out.actions.append("deleted")
+            return out
+        if result.target_id and link["ids"][side] is None:
+            link["ids"][side] = result.target_id
+        if result.op == "create":
+            if link["ids"][side] != result.target_id and result.target_id:
+                # a second create for a link that is already linked: keep the first
+                out.actions.append("warn:second-create-result")
+            link["status"] = LINKED
+            if flow.match is not None and side == TARGET and link["ids"][SOURCE]:
+                out.refs.append((link["ids"][SOURCE], link["ids"][TARGET]))
+        if result.version is not None:
+            link["acked"][side] = result.version
+            if version_newer(result.system, result.version, link["seen"][side]):
+                link["seen"][side] = result.version
+        if result.record is not None:
+            try:
+                values = _canonical(flow, side, result.record, refs)
+            except (MissingReferences, MappingError):
+                values = None
+            if values is not None:
+                if result.matched:
+                    # an existing record was linked, nothing was written: its values take part
+                    # in the merge with the time it was last changed
+                    link["wrote"][side] = {}
+                    t = _ts_text(result.version) if result.version else None
+                    _merge(out, flow, side, values, t if isinstance(t, float) else None, False)
+                else:
+                    for prop, value in values.items():
+                        link["rep"][side][prop] = h(value)
+        out.actions.append(f"ack:{result.op}")
+        return _finish(out, flow, now, refs, policy)
+
+    if result.status == "not_found" and result.op == "update":
+        # the record was removed behind our back: make it again
+        link["ids"][side] = None
+        link["rep"][side] = {}
+        link["wrote"][side] = {}
+        link["status"] = NEW if side == TARGET else link["status"]
+        out.actions.append("repair:recreate")
+        return _finish(out, flow, now, refs, policy)
+
+    if result.status in ("retryable", "conflict") and sent is not None:
+        link["fail"][side] += 1
+        if link["fail"][side] < policy.write_retry_max:
+            _forget_written(link, side, sent.get("props", []))
+            if result.op == "create":
+                link["status"] = NEW
+            out.actions.append("retry")
+            link["retry_at"] = now + min(policy.write_backoff_max, 0.5 * 2 ** link["fail"][side])
+            return _finish(out, flow, now, refs, policy)
+
+    # permanent, or retries exhausted: dead letter, and stop trying until re-driven
+    if result.op == "create":
+        link["status"] = NEW
+        link["blocked"] = True
+    out.deadletters.append(_deadletter(
+        link, flow, stage="sink", reason=f"{result.op} on {result.system} {result.entity} failed: {result.error}",
+        error_type="permanent_api_error" if result.status == "permanent" else "retries_exhausted",
+        payload=result.model_dump(mode="json", by_alias=True), system=result.system, entity=result.entity,
+        record_id=result.target_id, attempts=result.attempt))
+    out.actions.append("deadletter")
+    return out
+
+
+def handle_tick(link: dict | None, flow: Flow, *, now: float, refs: RefResolver | None, policy: Policy) -> Outcome:
+    """A timer fired for this link: retry parked work, failed writes, lost results."""
+    if link is None:
+        return Outcome(new_link(flow.id, "?"), actions=["skip:unknown-link"])
+    out = Outcome(link)
+    for command_id, sent in list(link["inflight"].items()):
+        if now - sent["at"] >= policy.ack_timeout:
+            # no result in time (lost command or crashed sink): forget it, the write is re-derived
+            del link["inflight"][command_id]
+            _forget_written(link, sent["side"], sent.get("props", []))
+            if sent["op"] == "create" and link["ids"][sent["side"]] is None:
+                link["status"] = NEW
+            out.actions.append("retry:ack-timeout")
+    if link.get("retry_at") and link["retry_at"] <= now:
+        link.pop("retry_at", None)
+    park = link.get("park")
+    if park and park.get("event") and park.get("next", 0) <= now:
+        event = ChangeEvent.model_validate(park["event"])
+        outcome = handle_change(link, flow, event, link["key"], now=now, refs=refs, policy=policy)
+        outcome.actions.insert(0, "tick")
+        return outcome
+    out.actions.append("tick")
+    return _finish(out, flow, now, refs, policy)
+
+
+def redrive(link: dict | None, flow: Flow, *, now: float, refs: RefResolver | None, policy: Policy) -> Outcome:
+    """Clear a dead-lettered block and try again (``talkstream deadletters redrive``)."""
+    if link is None:
+        return Outcome(new_link(flow.id, "?"), actions=["skip:unknown-link"])
+    link.pop("blocked", None)
+    link["fail"] = {SOURCE: 0, TARGET: 0}
+    link.pop("retry_at", None)
+    if link["park"]:
+        link["park"] = None
+    return handle_tick(link, flow, now=now, refs=refs, policy=policy)
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _note_create_only(out: Outcome, flow: Flow, co: dict) -> None:
+    link = out.link
+    previous = link["co"]
+    if previous and link["status"] != NEW and flow.match is not None:
+        for prop, value in co.items():
+            if prop == flow.match.source and h(previous.get(prop)) != h(value):
+                out.actions.append(f"warn:match-key-changed:{prop}")
+        # keep the value the link was made with
+        return
+    link["co"] = co
+
+
+def _merge(out: Outcome, flow: Flow, side: str, values: dict, t: float | None, replay: bool) -> None:
+    """Fold the values reported by ``side`` into the base (per property)."""
+    link = out.link
+    base, rep, wrote = link["base"], link["rep"][side], link["wrote"][side]
+    merged = False
+    for prop, new in values.items():
+        hnew = h(new)
+        hold = rep.get(prop)
+        rep[prop] = hnew
+        b = base.get(prop)
+        if b is None:
+            base[prop] = [new, t, side]
+            continue
+        if not _writable(flow, side, prop):
+            continue  # a "to Businessnxt only" property: the source side stays the master
+        hbase = h(b[0])
+        if hnew == hbase:
+            continue
+        if hold == hnew and not replay:
+            continue  # this side did not change it: it is behind, and will be sent the base
+        if wrote.get(prop) == hnew:
+            continue  # our own earlier write read back after the base moved on: it gets the base again
+        if replay and b[2] == side:
+            base[prop] = [new, t, side]
+            continue
+        both_changed = hold is not None and hold != hbase
+        if both_changed:
+            merged = True
+            if flow.empty_never_overwrites and is_empty(new) and not is_empty(b[0]):
+                continue
+            if not (flow.empty_never_overwrites and is_empty(b[0]) and not is_empty(new)):
+                if b[1] is not None and t is not None and b[1] > t:
+                    continue  # the other side's value is newer
+        elif b[2] != side and b[1] is not None and t is not None and b[1] > t and hold is None:
+            continue  # first report of this side is older than what we hold
+        base[prop] = [new, t, side]
+    if merged:
+        out.actions.append("merge")
+
+
+def _apply_delete(out: Outcome, flow: Flow, side: str, event: ChangeEvent, now: float,
+                  refs: RefResolver | None, policy: Policy) -> Outcome:
+    link = out.link
+    if event.version is not None:
+        link["seen"][side] = event.version
+    if link.get("park") and link["park"].get("event"):
+        link["park"] = None  # the parked event is superseded by this newer one
+    link.pop("blocked", None)  # a new version of the record: try again
+
+    if link["ids"][side] is None:
+        link["ids"][side] = event.id
+    other_side = other(side)
+    if flow.on_delete == "propagate" and link["ids"][other_side]:
+        link["seq"] += 1
+        cmd = _command(link, flow, other_side, "delete", {}, policy)
+        out.commands.append(cmd)
+        link["inflight"][cmd.command_id] = {"side": other_side, "op": "delete", "props": [], "at": now}
+        out.actions.append("delete")
+    else:
+        out.actions.append("deleted")
+    link["status"] = DELETED
+    link["deleted"] = side
+    link["park"] = None
+    return out
+
+
+def _park(out: Outcome, flow: Flow, now: float, missing: Iterable[str], policy: Policy, *,
+          event: ChangeEvent | None = None) -> Outcome:
+    link = out.link
+    park = link["park"] or {"since": now, "attempts": 0}
+    park["attempts"] += 1
+    park["missing"] = sorted(set(missing))
+    if event is not None:
+        park["event"] = event.model_dump(mode="json", by_alias=True)
+    if now - park["since"] >= policy.park_timeout:
+        link["park"] = None
+        link["blocked"] = True
+        payload = park.get("event") or {"link": link["key"], "base": {k: v[0] for k, v in link["base"].items()}}
+        out.deadletters.append(_deadletter(
+            link, flow, stage="flow", error_type="unknown_reference", attempts=park["attempts"], payload=payload,
+            reason=f"{flow.id} {link['key']}: referenced products not linked after {policy.park_timeout:.0f} s: "
+                   + ", ".join(park["missing"])))
+        out.actions.append("deadletter")
+        return out
+    park["next"] = now + min(policy.park_backoff_max, 0.25 * 2 ** (park["attempts"] - 1))
+    link["park"] = park
+    out.actions.append("park")
+    out.wake_at = park["next"]
+    return out
+
+
+def _forget_written(link: dict, side: str, props: Iterable[str]) -> None:
+    for prop in props:
+        link["wrote"][side].pop(prop, None)
+
+
+def _command(link: dict, flow: Flow, side: str, op: str, data: dict, policy: Policy, **extra) -> WriteCommand:
+    entity = flow.source.entity if side == SOURCE else flow.target.entity
+    return WriteCommand(command_id=f"{link['key']}#{link['seq']}", flow=flow.id, link_key=link["key"],
+                        system=side, entity=entity, op=op, target_id=link["ids"][side], data=data,
+                        attempt=link["fail"][side] + 1, **extra)
+
+
+def _needs(link: dict, flow: Flow, side: str) -> list[str]:
+    """Properties whose base value ``side`` neither holds nor has been sent."""
+    rep, wrote = link["rep"][side], link["wrote"][side]
+    needs = []
+    for prop, (value, _t, _side) in link["base"].items():
+        if not _writable(flow, side, prop):
+            continue
+        hv = h(value)
+        if rep.get(prop) != hv and wrote.get(prop) != hv:
+            needs.append(prop)
+    return needs
+
+
+def _finish(out: Outcome, flow: Flow, now: float, refs: RefResolver | None, policy: Policy) -> Outcome:
+    """Derive the writes each side needs, and the next wake-up."""
+    link = out.link
+    if link["status"] == DELETED or link.get("blocked"):
+        return out
+    if link.get("retry_at") and link["retry_at"] > now:
+        out.wake_at = link["retry_at"]
+        return out
+    busy_sides = {s["side"] for s in link["inflight"].values() if s["op"] == "create"}
+
+    # --- the target side
+    if link["ids"][TARGET] is None:
+        if link["ids"][SOURCE] is not None and link["base"] and TARGET not in busy_sides:
+            _create_target(out, flow, now, refs, policy)
+    elif TARGET not in busy_sides:
+        _update(out, flow, TARGET, now, refs, policy)
+
+    # --- the source side (only once linked; creating in Customcrm is create_in_source)
+    if link["ids"][SOURCE] is not None and SOURCE not in busy_sides:
+        _update(out, flow, SOURCE, now, refs, policy)
+
+    if out.wake_at is None:
+        wakes = [s["at"] + policy.ack_timeout for s in link["inflight"].values()]
+        if link["park"]:
+            wakes.append(link["park"]["next"])
+        out.wake_at = min(wakes) if wakes else None
+    return out
+
+
+def _create_target(out: Outcome, flow: Flow, now: float, refs: RefResolver | None, policy: Policy) -> None:
+    link = out.link
+    values = {p: v[0] for p, v in link["base"].items()}
+    canonical = {**values, **link["co"]}
+    try:
+        data = flow.to_target_data(canonical, create=True, settings=policy.settings, refs=refs,
+                                   source_id=link["ids"][SOURCE] if flow.origin else None)
+    except MissingReferences as exc:
+        _park(out, flow, now, exc.ids, policy)
+        return
+    except MappingError as exc:
+        link["blocked"] = True
+        out.deadletters.append(_deadletter(link, flow, stage="flow", reason=str(exc), error_type="validation_error",
+                                           payload={"canonical": canonical}, system=TARGET,
+                                           entity=flow.target.entity, record_id=link["ids"][SOURCE]))
+        out.actions.append("deadletter")
+        return
+    link["park"] = None
+    link["seq"] += 1
+    extra: dict[str, Any] = {}
+    if flow.origin is not None:
+        extra["idempotency_key"] = flow.origin_stamp(link["ids"][SOURCE])
+        extra["origin_field"] = flow.origin_field
+    if flow.match is not None:
+        match_value = canonical.get(flow.match.source)
+        if match_value is not None:
+            extra["match"] = {flow.match.target: match_value}
+    cmd = _command(link, flow, TARGET, "create", data, policy, **extra)
+    out.commands.append(cmd)
+    link["status"] = PENDING
+    props = list(values)
+    link["inflight"][cmd.command_id] = {"side": TARGET, "op": "create", "props": props, "at": now}
+    for prop in props:
+        link["wrote"][TARGET][prop] = h(values[prop])
+    out.actions.append("create")
+
+
+def _update(out: Outcome, flow: Flow, side: str, now: float, refs: RefResolver | None, policy: Policy) -> None:
+    link = out.link
+    needs = _needs(link, flow, side)
+    if not needs:
+        if side == TARGET and link["park"] and not link["park"].get("event"):
+            link["park"] = None
+        return
+    changes = {p: link["base"][p][0] for p in needs}
+    try:
+        if side == TARGET:
+            data = flow.to_target_data(changes, create=False, settings=policy.settings, refs=refs)
+        else:
+            data = flow.to_source_data(changes)
+    except MissingReferences as exc:
+        _park(out, flow, now, exc.ids, policy)
+        return
+    except MappingError as exc:
+        out.deadletters.append(_deadletter(link, flow, stage="flow", reason=str(exc), error_type="validation_error",
+                                           payload={"changes": changes}, system=side, record_id=link["ids"][side]))
+        out.actions.append("deadletter")
+        for prop in needs:
+            link["wrote"][side][prop] = h(changes[prop])
+        return
+    if side == TARGET and link["park"] and not link["park"].get("event"):
+        link["park"] = None
+    if not data:
+        return
+    link["seq"] += 1
+    cmd = _command(link, flow, side, "update", data, policy)
+    out.commands.append(cmd)
+    link["inflight"][cmd.command_id] = {"side": side, "op": "update", "props": needs, "at": now}
+    for prop in needs:
+        link["wrote"][side][prop] = h(changes[prop])
+    out.actions.append(f"update:{side}")
