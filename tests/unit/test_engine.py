@@ -153,8 +153,16 @@ def test_conflict_on_the_same_property_later_modification_wins(erp_later):
     assert bn.link["base"]["Name"][0] == winner
     sent = [(c.system, c.data.get("name", c.data.get("Name"))) for c in crm.commands + bn.commands]
     if erp_later:
-        # Customcrm gets the ERP value, and the ERP gets it re-asserted after our in-flight write
-        assert ("customcrm", "erp") in sent and ("businessnxt", "erp") in sent
+        # Customcrm gets the ERP value ...
+        assert sent == [("businessnxt", "crm"), ("customcrm", "erp")]
+        # ... and when our in-flight write of the older value lands in the ERP, the ERP gets
+        # the winning value back
+        (inflight,) = crm.commands
+        t_w = t_erp + timedelta(seconds=1)
+        landed = handle_result(bn.link, ORDER, ok(inflight, version=t_w.isoformat(),
+                                                  record=bnxt_order(t_w, name="crm").data),
+                               now=11, refs=REFS, policy=POLICY)
+        assert [(c.system, c.data) for c in landed.commands] == [("businessnxt", {"name": "erp"})]
     else:
         assert sent == [("businessnxt", "crm")]
 
