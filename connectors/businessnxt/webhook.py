@@ -4,7 +4,8 @@
 (base64 HMAC-SHA256 of the raw body, constant-time compare), then for each
 TableChange event fetches the changed row by primary key and publishes it as
 a change event (origin ``webhook``): a change to an ``orderLine`` publishes
-its order; a DELETE of an order / product publishes a tombstone (``op``
+its order (after a line DELETE with a version of at least the deletion time,
+since no timestamp of the order changed); a DELETE of an order / product publishes a tombstone (``op``
 ``delete``, ``data`` None, version = the event's UTC timestamp). Returns
 ``(http_status, json_body)``; a non-2xx makes the sender retry, so fetch or
 publish failures answer 503. Duplicate deliveries publish the same version
@@ -25,7 +26,7 @@ import orjson
 from connectors.businessnxt.client import BusinessnxtClient, table_fields
 from connectors.businessnxt.outputs import DeadLetterSink, dead_letter, publish_events
 from connectors.businessnxt.records import InvalidRow, KEY_FIELD, to_event, tombstone
-from connectors.businessnxt.timezones import utc_version
+from connectors.businessnxt.timezones import parse_utc, utc_version
 from connectors.common.errors import ApiError
 from schemas.change import ChangeEvent, change_topic
 from schemas.deadletter import DeadLetter
@@ -55,7 +56,7 @@ def plan(event: dict[str, Any]) -> tuple[str, str, Any] | None:
         raise ValueError("event without primaryKeys")
     pk = pks[0]
     if table == "orderLine":
-        return ("order", "fetch", pk["orderNo"])
+        return ("order", "fetch", pk["orderNo"])  # the order is what talkstream publishes
     if table in KEY_FIELD:
         key = pk[KEY_FIELD[table]]
         return (table, "delete" if kind == "DELETE" else "fetch", key)
@@ -96,6 +97,9 @@ class WebhookReceiver:
 
         by_entity: dict[str, list[ChangeEvent]] = {}
         fetch: dict[str, list[Any]] = {}
+        # A deleted order line changes its order without touching any timestamp:
+        # the order's version is lifted to the deletion time so consumers see a new version.
+        floor: dict[Any, str] = {}
         for ev, p in zip(events, plans):
             if p is None:
                 continue
@@ -106,6 +110,10 @@ class WebhookReceiver:
                     tombstone(entity, key, utc_version(ts) if ts else None, origin="webhook"))
             elif self.upserts:
                 fetch.setdefault(entity, []).append(key)
+                if ev.get("tableIdentifier") == "orderLine" and str(ev.get("event")).upper() == "DELETE" \
+                        and ev.get("timestamp"):
+                    ts = utc_version(ev["timestamp"])
+                    floor[key] = max(floor.get(key, ts), ts)
 
         letters: list[DeadLetter] = []
         try:
@@ -116,7 +124,11 @@ class WebhookReceiver:
                     if row is None:
                         continue  # deleted since: its DELETE event follows
                     try:
-                        by_entity.setdefault(entity, []).append(to_event(entity, row, self.tz, origin="webhook"))
+                        event = to_event(entity, row, self.tz, origin="webhook")
+                        if entity == "order" and key in floor and (event.version or "") < floor[key]:
+                            event = event.model_copy(update={"version": floor[key],
+                                                             "modified_at": parse_utc(floor[key])})
+                        by_entity.setdefault(entity, []).append(event)
                     except InvalidRow as exc:
                         letters.append(DeadLetter(stage="webhook", system="businessnxt", entity=entity,
                                                   record_id=str(key), reason=str(exc),

@@ -12,7 +12,9 @@ command, in order.
   that make the stored lines equal ``data["orderLines"]``), apply it with
   batched ``_update(filters, values)`` / ``_create`` / ``_delete`` calls, and
   read again until nothing differs. Re-running after an unknown outcome is
-  therefore harmless.
+  therefore harmless. When only lines are removed, the head is re-written
+  with its own name so the order still gets a new ``changedTimestamp``
+  (a delete changes no timestamp).
 - Deletes: one ``_delete`` with ``_in`` (idempotent).
 - A permanent error of a batch never fails the others: the batch is split
   (halves) until the bad row is found and classified.
@@ -90,6 +92,9 @@ def plan_update(entity: str, stored: dict, data: dict) -> dict[str, Any]:
                     plan["line_updates"].append((ln["lineNo"], d))
         wanted = {ln["lineNo"] for ln in want}
         plan["line_deletes"] = sorted(n for n in have if n not in wanted)
+        if plan["line_deletes"] and not plan["head"]:
+            # deleting a line changes no timestamp: touch the head so the order gets a new version
+            plan["head"] = {"name": stored.get("name")}
     return plan
 
 

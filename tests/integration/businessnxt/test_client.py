@@ -108,3 +108,14 @@ async def test_row_helpers_paging_and_keys(sandbox_factory):
                              [{"name": f"m{i}"} for i in range(50)])
         assert [r["name"] for r in upd] == [f"m{i}" for i in range(50)]
         assert await c.delete("order", {"orderNo": {"_gte": 121}}) == 50
+
+
+async def test_batch_requests(sandbox):
+    async with closing(sandbox.client()) as c:
+        ok = "query($cid: Int!, $n: Int) { useCompany(no: $cid) { order(filter: {orderNo: {_eq: $n}}) { items { orderNo } } } }"
+        res = await c.batch([(ok, {"cid": 1, "n": 1}), (ok, {"cid": 2, "n": 1}), (ok, {"cid": 1, "n": 3})])
+        assert res[0]["useCompany"]["order"]["items"] == [{"orderNo": 1}]
+        assert isinstance(res[1], GraphQLRequestError) and "Company 2" in res[1].message
+        assert res[2]["useCompany"]["order"]["items"] == [{"orderNo": 3}]
+        with pytest.raises(ValueError):
+            await c.batch([(ok, {"cid": 1, "n": 1})] * 33)

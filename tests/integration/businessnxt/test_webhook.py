@@ -87,3 +87,20 @@ async def test_forged_or_missing_signature_is_rejected(broker, setup, caplog):
     warnings = [r for r in caplog.records if "webhook rejected" in r.getMessage()]
     assert len(warnings) == 3 and all(r.levelno == logging.WARNING for r in warnings)
     assert not any(KEY in r.getMessage() for r in caplog.records)
+
+
+async def test_line_delete_republishes_order_with_newer_version(broker, setup):
+    sb, _srv, topics = setup
+    async with TopicWatcher(broker.bootstrap, topics["order"]) as orders:
+        sb.gql("mutation { useCompany(no: 1) { orderLine_update(filter: {orderNo: {_eq: 2}}, "
+               "value: {description: \"x\"}) { affectedRows } } }")
+        first = await orders.wait_for(lambda e: e.id == "2")
+        d = sb.gql("mutation { useCompany(no: 1) { orderLine_create(values: [{orderNo: 2, productNo: \"P00001\", "
+                   "quantity: 1}]) { items { lineNo } } } }")
+        new_line = d["data"]["useCompany"]["orderLine_create"]["items"][0]["lineNo"]
+        created = await orders.wait_for(lambda e: e.id == "2" and len(e.data["orderLines"]) ==
+                                        len(first.data["orderLines"]) + 1)
+        sb.gql("mutation($n: Int) { useCompany(no: 1) { orderLine_delete(filter: {_and: [{orderNo: {_eq: 2}}, "
+               "{lineNo: {_eq: $n}}]}) { affectedRows } } }", {"n": new_line})
+        after = await orders.wait_for(lambda e: e.id == "2" and e.version > created.version)
+        assert [ln["lineNo"] for ln in after.data["orderLines"]] == [ln["lineNo"] for ln in first.data["orderLines"]]

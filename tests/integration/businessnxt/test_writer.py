@@ -83,6 +83,7 @@ async def test_update_converges_lines_and_reports_version(sandbox):
         data2 = {**data, "orderLines": [{"lineNo": 2, "productNo": "P00003", "quantity": 1}]}
         [upd2] = await w.apply([cmd(1, op="update", target_id=oid, data=data2)])
         assert [ln["lineNo"] for ln in upd2.record["orderLines"]] == [2]
+        assert upd2.version > upd.version  # a removed line still gives the order a new version
         [missing] = await w.apply([cmd(2, op="update", target_id="99999", data={"name": "x"})])
         assert missing.status == "not_found"
         [gone] = await w.apply([cmd(1, op="delete", target_id=oid)])

@@ -41,3 +41,9 @@ def test_create_value_stamps_origin():
                      data={"name": "n", "createdTimestamp": "x", "orderLines": [{"productNo": "P"}]})
     v = create_value("order", c)
     assert v == {"name": "n", "information1": "customcrm:order:o1", "orderLines": [{"productNo": "P", "lineNo": 1}]}
+
+
+def test_line_delete_alone_touches_the_head():
+    stored = {"orderNo": 1, "name": "A", "orderLines": [{"lineNo": 1, "quantity": 1.0}, {"lineNo": 2, "quantity": 1.0}]}
+    p = plan_update("order", stored, {"name": "A", "orderLines": [{"lineNo": 1, "quantity": 1}]})
+    assert p["line_deletes"] == [2] and p["head"] == {"name": "A"}
