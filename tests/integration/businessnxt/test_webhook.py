@@ -104,3 +104,44 @@ async def test_line_delete_republishes_order_with_newer_version(broker, setup):
                "{lineNo: {_eq: $n}}]}) { affectedRows } } }", {"n": new_line})
         after = await orders.wait_for(lambda e: e.id == "2" and e.version > created.version)
         assert [ln["lineNo"] for ln in after.data["orderLines"]] == [ln["lineNo"] for ln in first.data["orderLines"]]
+
+
+def test_sandbox_webhooks_are_signed_retried_and_ordered_per_row(sandbox_factory, server_factory):
+    """The sandbox's own sender: HMAC header, retries on non-2xx, commit order per row."""
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from connectors.businessnxt.webhook import verify_signature
+    from tests.support import wait_until
+
+    received: list[dict] = []
+    attempts: dict[bytes, int] = {}
+
+    async def hook(request):
+        body = await request.body()
+        assert verify_signature(body, request.headers.get(SIGNATURE_HEADER), KEY)
+        attempts[body] = attempts.get(body, 0) + 1
+        if attempts[body] < 3:  # fail twice, then accept
+            return Response(status_code=503)
+        received.append(orjson.loads(body))
+        return Response(status_code=204)
+
+    port = free_port()
+    server_factory(Starlette(routes=[Route("/hook", hook, methods=["POST"])]), port=port)
+    sb = sandbox_factory(seed=3, webhook_url=f"http://127.0.0.1:{port}/hook", webhook_key=KEY)
+    token = sb.token()
+    for i in range(5):
+        sb.gql('mutation($d: String) { useCompany(no: 1) { product_update(filter: {productNo: {_eq: "P00001"}}, '
+               'value: {description: $d}) { affectedRows } } }', {"d": f"v{i}"}, token=token)
+    sb.gql('mutation { useCompany(no: 1) { order_create(values: [{customerNo: 10000, orderLines: '
+           '[{productNo: "P00002"}]}]) { affectedRows } } }', token=token)
+    wait_until(lambda: len(received) == 7, timeout=20, message="7 deliveries")
+    p1 = [e for e in received if e["tableIdentifier"] == "product"]
+    assert [e["event"] for e in p1] == ["UPDATE"] * 5
+    assert [e["timestamp"] for e in p1] == sorted(e["timestamp"] for e in p1)
+    assert all(e["timestamp"].endswith("Z") and e["companyNo"] == 1 and e["customerNo"] == 0 for e in received)
+    order = [(e["tableIdentifier"], e["event"], e["primaryKeys"]) for e in received if e["tableIdentifier"] != "product"]
+    assert order == [("order", "INSERT", [{"orderNo": 4}]), ("orderLine", "INSERT", [{"orderNo": 4, "lineNo": 1}])]
+    assert set(attempts.values()) == {3}
+    assert sb.stats()["webhooks"]["failed_attempts"] == 14
