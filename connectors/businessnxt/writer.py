@@ -39,7 +39,10 @@ LINE_FIELDS = tuple(f for f, k in TABLES["orderLine"].fields.items() if k != "da
 
 # ---------------------------------------------------------------- pure planning
 def same_value(stored: Any, desired: Any) -> bool:
+    """Equal after normalisation: decimals by value, null == empty string (dataflow rules)."""
     if stored == desired:
+        return True
+    if stored in (None, "") and desired in (None, ""):
         return True
     if stored is None or desired is None or isinstance(stored, bool) or isinstance(desired, bool):
         return False

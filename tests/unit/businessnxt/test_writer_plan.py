@@ -7,6 +7,7 @@ from schemas.command import WriteCommand
 
 def test_same_value_compares_decimals_numerically():
     assert same_value(1.5, "1.50") and same_value(2.0, 2) and same_value(None, None)
+    assert same_value(None, "") and same_value("", None)
     assert not same_value(None, 0) and not same_value("a", "b") and not same_value(1.0, "x")
 
 
