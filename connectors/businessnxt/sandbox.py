@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -185,35 +186,42 @@ class WebhookDispatcher:
         self.delivered = 0
         self.failed_attempts = 0
         self.dropped = 0
-        self.pending = 0
+        self.enqueued = 0  # changed under the store lock only
+        self.finished = 0  # changed on the sender's loop only
+        self._outbox: deque[TableChange] = deque()
+        self._thread: int | None = None
 
-    def _ensure_started(self) -> None:
+    def start(self) -> None:
+        """Start the sender on the running loop (the app's lifespan does this)."""
         if self.loop is not None:
             return
         self.loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
         self.client = httpx.AsyncClient(timeout=5.0)
         self.queues = [asyncio.Queue() for _ in range(self.LANES)]
         self.tasks = [self.loop.create_task(self._run(q)) for q in self.queues]
+        self._drain()
 
     def enqueue(self, changes: list[TableChange]) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is None or (self.loop is not None and running is not self.loop):
-            if self.loop is None:
-                log.warning("webhook events dropped: dispatcher not started")
-                return
-            self.loop.call_soon_threadsafe(self.enqueue, changes)
-            return
-        self._ensure_started()
-        for c in changes:
+        """Called by the store inside its lock, so the outbox is in commit order;
+        the lanes are fed on the sender's loop only."""
+        self._outbox.extend(changes)
+        self.enqueued += len(changes)
+        if self.loop is None:
+            return  # drained when the sender starts
+        if threading.get_ident() == self._thread:
+            self._drain()
+        else:
+            self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        while self._outbox:
+            c = self._outbox.popleft()
             body = orjson.dumps({
                 "tableIdentifier": c.table, "customerNo": 0, "companyNo": self.company,
                 "event": c.event, "primaryKeys": [c.keys], "timestamp": format_utc(c.timestamp),
             })
             lane_key = c.keys.get("orderNo", c.keys.get("productNo"))
-            self.pending += 1
             self.queues[hash((c.table == "product", lane_key)) % self.LANES].put_nowait(body)
 
     async def _run(self, queue: asyncio.Queue) -> None:
@@ -222,7 +230,7 @@ class WebhookDispatcher:
             try:
                 await self._deliver(body)
             finally:
-                self.pending -= 1
+                self.finished += 1
 
     async def _deliver(self, body: bytes) -> None:
         headers = {"content-type": "application/json", "x-vwd-signature-v1": sign(body, self.key)}
@@ -241,6 +249,11 @@ class WebhookDispatcher:
             delay = min(delay * 2, 2.0)
         self.dropped += 1
         log.error("webhook delivery to %s given up after %d attempts", self.url, self.max_attempts)
+
+    @property
+    def pending(self) -> int:
+        """Events committed but not yet delivered (or given up)."""
+        return self.enqueued - self.finished
 
     async def aclose(self) -> None:
         for t in self.tasks:
@@ -351,6 +364,11 @@ class SandboxState:
         out["extensions"] = {"vbnxt-trace-id": uuid.uuid4().hex}
         return out
 
+    def execute(self, query: str, variables: dict | None = None) -> dict:
+        """Run one GraphQL operation in-process, as a person working in the ERP
+        (no HTTP, auth or limits; webhooks fire as for API changes). Thread-safe."""
+        return self.run_one({"query": query, "variables": variables or {}})
+
     def stats(self) -> dict:
         extra = {"rows": {t: self.store.count(t) for t in TABLES}, "in_flight": self.in_flight}
         if self.webhooks:
@@ -438,6 +456,8 @@ def create_app(*, client_id: str = "sandbox-client", client_secret: str = "sandb
 
     @asynccontextmanager
     async def lifespan(_app):
+        if state.webhooks is not None:
+            state.webhooks.start()
         try:
             yield
         finally:

@@ -187,6 +187,7 @@ class Store:
 
     # ---- mutations --------------------------------------------------------
     def _emit(self, changes: list[TableChange]) -> None:
+        """Listeners run inside the store lock: they see changes in commit order."""
         if changes:
             for listener in self.listeners:
                 listener(changes)
@@ -252,7 +253,7 @@ class Store:
                 self._insert(tn, row)
                 changes.append(TableChange(tn, "INSERT", {k: row[k] for k in TABLES[tn].key}, utc))
             result = [dict(row) for tn, row in planned if tn == tname]
-        self._emit(changes)
+            self._emit(changes)
         return result
 
     def update(self, tname: str, *, filter: dict | None = None, value: Row | None = None,
@@ -297,7 +298,7 @@ class Store:
                     touched.append(row)
                     changes.append(TableChange(tname, "UPDATE", {k: row[k] for k in t.key}, utc))
             result = [dict(r) for r in touched]
-        self._emit(changes)
+            self._emit(changes)
         return result
 
     def delete(self, tname: str, flt: dict | None) -> int:
@@ -316,7 +317,7 @@ class Store:
                                                    {"orderNo": line["orderNo"], "lineNo": line["lineNo"]}, utc))
                 self._remove(tname, row)
                 changes.append(TableChange(tname, "DELETE", {k: row[k] for k in t.key}, utc))
-        self._emit(changes)
+            self._emit(changes)
         return len(rows)
 
     # ---- seed -------------------------------------------------------------

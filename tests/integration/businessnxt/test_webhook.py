@@ -131,7 +131,9 @@ def test_sandbox_webhooks_are_signed_retried_and_ordered_per_row(sandbox_factory
     server_factory(Starlette(routes=[Route("/hook", hook, methods=["POST"])]), port=port)
     sb = sandbox_factory(seed=3, webhook_url=f"http://127.0.0.1:{port}/hook", webhook_key=KEY)
     token = sb.token()
-    for i in range(5):
+    sb.state.execute('mutation { useCompany(no: 1) { product_update(filter: {productNo: {_eq: "P00001"}}, '
+                     'value: {description: "from the test thread"}) { affectedRows } } }')
+    for i in range(4):
         sb.gql('mutation($d: String) { useCompany(no: 1) { product_update(filter: {productNo: {_eq: "P00001"}}, '
                'value: {description: $d}) { affectedRows } } }', {"d": f"v{i}"}, token=token)
     sb.gql('mutation { useCompany(no: 1) { order_create(values: [{customerNo: 10000, orderLines: '
