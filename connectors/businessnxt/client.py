@@ -176,8 +176,8 @@ class BusinessnxtClient:
                         "authorization": f"Bearer {token}", "content-type": "application/json"})
                 except httpx.ConnectError:
                     raise ConnectionFailedError("cannot connect to Business NXT") from None
-                except httpx.ConnectTimeout:
-                    raise ConnectionFailedError("connect timeout to Business NXT") from None
+                except (httpx.ConnectTimeout, httpx.PoolTimeout):
+                    raise ConnectionFailedError("connect timeout to Business NXT (not sent)") from None
                 except httpx.TimeoutException:
                     raise TimeoutError_(f"no answer within {self.timeout} s (outcome unknown)") from None
                 except httpx.HTTPError as exc:

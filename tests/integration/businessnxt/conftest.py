@@ -25,9 +25,13 @@ class Sandbox:
         self.url = server.url + "/api/graphql-service"
         self.token_url = server.url + "/connect/token"
         self.base = server.url
+        self.http = httpx.Client(timeout=30)  # one client: a new one per call costs an SSL context
+
+    def close(self) -> None:
+        self.http.close()
 
     def token(self) -> str:
-        r = httpx.post(self.token_url, data={"grant_type": "client_credentials", "client_id": "sandbox-client",
+        r = self.http.post(self.token_url, data={"grant_type": "client_credentials", "client_id": "sandbox-client",
                                              "client_secret": "sandbox-secret"})
         r.raise_for_status()
         return r.json()["access_token"]
@@ -35,8 +39,8 @@ class Sandbox:
     def gql(self, query: str, variables: dict | None = None, *, token: str | None = None) -> dict:
         """A person in the ERP (own token), synchronous."""
         token = token or self.token()
-        r = httpx.post(self.url, json={"query": query, "variables": variables or {}},
-                       headers={"authorization": f"Bearer {token}"}, timeout=30)
+        r = self.http.post(self.url, json={"query": query, "variables": variables or {}},
+                           headers={"authorization": f"Bearer {token}"})
         r.raise_for_status()
         return r.json()
 
@@ -47,28 +51,29 @@ class Sandbox:
                                  self.state.company, **opts)
 
     def faults(self, **kw) -> None:
-        httpx.post(self.base + "/_sandbox/faults", json=kw).raise_for_status()
+        self.http.post(self.base + "/_sandbox/faults", json=kw).raise_for_status()
 
     def clear_faults(self) -> None:
-        httpx.delete(self.base + "/_sandbox/faults").raise_for_status()
+        self.http.delete(self.base + "/_sandbox/faults").raise_for_status()
 
     def stats(self) -> dict:
-        return httpx.get(self.base + "/_sandbox/stats").json()
+        return self.http.get(self.base + "/_sandbox/stats").json()
 
 
 @pytest.fixture
 def sandbox_factory():
-    started: list[ServerThread] = []
+    started: list[Sandbox] = []
 
     def make(**kw) -> Sandbox:
         app = create_app(**kw)
-        srv = ServerThread(app).start()
-        started.append(srv)
-        return Sandbox(srv, app)
+        sb = Sandbox(ServerThread(app).start(), app)
+        started.append(sb)
+        return sb
 
     yield make
-    for srv in started:
-        srv.stop()
+    for sb in started:
+        sb.close()
+        sb.server.stop()
 
 
 @pytest.fixture
