@@ -5,7 +5,6 @@ broker acknowledged every record.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Protocol, Sequence
 
@@ -16,7 +15,9 @@ log = logging.getLogger(__name__)
 
 
 class DeadLetterSink(Protocol):
-    async def publish(self, letters: Sequence[DeadLetter]) -> None: ...
+    """Same protocol as the Customcrm poller's and ``streams.runtime.DeadLetterPublisher``."""
+
+    async def publish(self, entry: DeadLetter) -> None: ...
 
 
 class KafkaDeadLetters:
@@ -26,29 +27,25 @@ class KafkaDeadLetters:
         self.producer = producer
         self.topic = topic
 
-    async def publish(self, letters: Sequence[DeadLetter]) -> None:
-        futures = [await self.producer.send(self.topic, dl.to_bytes(), key=(dl.record_id or dl.id).encode())
-                   for dl in letters]
-        if futures:
-            await asyncio.gather(*futures)
+    async def publish(self, entry: DeadLetter) -> None:
+        key = (entry.link_key or entry.record_id or entry.id).encode()
+        await (await self.producer.send(self.topic, entry.to_bytes(), key=key))
 
 
 async def publish_events(publisher: Any, events: Sequence[ChangeEvent], topic: str | None = None) -> None:
-    """Publish through ``publisher`` (a ``KafkaPublisher``), to ``topic`` when given."""
+    """Publish through ``publisher`` (a ``KafkaPublisher``), to ``topic`` when it is not the events' own."""
     if not events:
         return
     if topic is None or all(e.topic == topic for e in events):
         await publisher.publish(events)
-        return
-    producer = publisher.producer
-    futures = [await producer.send(topic, e.to_bytes(), key=e.key) for e in events]
-    await asyncio.gather(*futures)
+    else:
+        await publisher.publish(events, topic=topic)
 
 
 async def dead_letter(sink: DeadLetterSink | None, letters: Sequence[DeadLetter]) -> None:
-    if not letters:
-        return
     for dl in letters:
-        log.warning("dead letter (%s %s.%s %s): %s", dl.stage, dl.system, dl.entity, dl.record_id, dl.reason)
-    if sink is not None:
-        await sink.publish(letters)
+        if sink is None:
+            log.warning("dead letter without a sink (%s %s.%s %s): %s", dl.stage, dl.system, dl.entity,
+                        dl.record_id, dl.reason)
+        else:
+            await sink.publish(dl)

@@ -147,3 +147,24 @@ def test_sandbox_webhooks_are_signed_retried_and_ordered_per_row(sandbox_factory
     assert order == [("order", "INSERT", [{"orderNo": 4}]), ("orderLine", "INSERT", [{"orderNo": 4, "lineNo": 1}])]
     assert set(attempts.values()) == {3}
     assert sb.stats()["webhooks"]["failed_attempts"] == 14
+
+
+async def test_unparseable_payload_is_dead_lettered(broker, unique, sandbox_factory, server_factory):
+    from connectors.common.kafka import read_all
+    from schemas.deadletter import DeadLetter
+    from tests.support import async_wait_until
+
+    topics = {"order": f"bnxt.order.dl.{unique}", "product": f"bnxt.product.dl.{unique}"}
+    dl_topic = f"talkstream.deadletters.{unique}"
+    await ensure_topics(broker.bootstrap, [*topics.values(), dl_topic])
+    sb = sandbox_factory(seed=1)
+    srv = server_factory(receiver_app(broker.bootstrap, sb, KEY, topics=topics, dead_letter_topic=dl_topic))
+    body = b'{"tableIdentifier": "order", "primaryKeys": "not a list"'
+    r = httpx.post(srv.url + "/webhook", content=body, headers={SIGNATURE_HEADER: compute_signature(body, KEY)})
+    assert r.status_code == 400
+
+    async def letters():
+        return [DeadLetter.from_bytes(v) for *_x, v in await read_all(broker.bootstrap, dl_topic)]
+
+    [dl] = await async_wait_until(letters, timeout=10)
+    assert dl.stage == "webhook" and dl.error_type == "unparseable_payload" and dl.payload == body.decode()

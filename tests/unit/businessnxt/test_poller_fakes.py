@@ -51,8 +51,8 @@ class FakeDeadLetters:
     def __init__(self):
         self.letters = []
 
-    async def publish(self, letters):
-        self.letters += letters
+    async def publish(self, entry):
+        self.letters.append(entry)
 
 
 def product(no, ts, **kw):
