@@ -27,7 +27,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from connectors.businessnxt.client import BusinessnxtClient, table_fields
+from connectors.businessnxt.client import MAX_PAGE, BusinessnxtClient, table_fields
 from connectors.businessnxt.outputs import DeadLetterSink, dead_letter, publish_events
 from connectors.businessnxt.records import InvalidRow, latest_local, record_version, to_event, validate_row
 from connectors.businessnxt.schema import TABLES
@@ -104,7 +104,7 @@ class BusinessnxtPoller:
         self.watermarks = watermarks
         self.entity = entity
         self.tz = timezone
-        self.page_size = page_size
+        self.page_size = max(1, min(page_size, MAX_PAGE))  # a short page means "last page"
         self.dead_letters = dead_letters
         self.topic = topic or change_topic("businessnxt", entity)
         self.lookback = lookback_seconds
