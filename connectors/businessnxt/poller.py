@@ -10,7 +10,8 @@ Rules (same as the Customcrm poller):
 - The first read (no watermark) scans every row by key, so legacy rows with
   null timestamps are published once; its watermark is the newest
   ``changedTimestamp`` seen *before* the scan began, so rows changed during the
-  scan are read again.
+  scan are read again. The scan saves its progress (last key) after every
+  page and resumes there after a restart.
 - Orders: a changed order line re-publishes its order; the version is the
   latest ``changedTimestamp`` of the head and its lines, in UTC.
 - Dedupe: the watermark remembers ``{key: version}`` of every record that the
@@ -29,7 +30,7 @@ from typing import Any
 
 from connectors.businessnxt.client import MAX_PAGE, BusinessnxtClient, table_fields
 from connectors.businessnxt.outputs import DeadLetterSink, dead_letter, publish_events
-from connectors.businessnxt.records import InvalidRow, latest_local, record_version, to_event, validate_row
+from connectors.businessnxt.records import InvalidRow, record_version, to_event, validate_row
 from connectors.businessnxt.schema import TABLES
 from connectors.businessnxt.timezones import format_local, normalize_local, parse_local
 from connectors.common.watermarks import WatermarkStore, watermark_key
@@ -118,18 +119,6 @@ class BusinessnxtPoller:
                                       fields=TS)
         return rows[0][TS] if rows else None
 
-    async def _scan_by_key(self) -> list[dict]:
-        key = TABLES[self.entity].key[0]
-        out: list[dict] = []
-        flt: dict | None = None
-        while True:
-            page = await self.client.read(self.entity, filter=flt, order_by=[{key: "ASC"}], first=self.page_size)
-            out += page
-            if len(page) < self.page_size:
-                return out
-            last = page[-1].get(key)
-            flt = {key: {"_gt": last}}
-
     async def _scan_changed(self, table: str, lower: str, fields: str | None) -> list[dict]:
         t = TABLES[table]
         base = {TS: {"_gte": lower}}
@@ -142,10 +131,6 @@ class BusinessnxtPoller:
             if len(page) < self.page_size:
                 return out
             flt = {"_and": [base, keyset_after(page[-1], t.key)]}
-
-    async def _full_read(self) -> tuple[list[dict], dict[str, str]]:
-        marks = {t: (await self._newest(t)) or FLOOR for t in SOURCE_TABLES[self.entity]}
-        return await self._scan_by_key(), marks
 
     async def _incremental(self, wm: dict[str, Any]) -> tuple[list[dict], dict[str, str]]:
         old = wm["tables"]
@@ -169,17 +154,10 @@ class BusinessnxtPoller:
             self._wm = wm if wm and wm.get("v") == WM_VERSION else None
             self._loaded = True
 
-    async def poll_once(self) -> int:
-        """Read what changed since the watermark, publish it, save the watermark. Returns events published."""
-        await self._load()
-        wm = self._wm
-        if wm is None:
-            rows, marks = await self._full_read()
-            old_seen: dict[str, str | None] = {}
-        else:
-            rows, marks = await self._incremental(wm)
-            old_seen = wm.get("seen") or {}
-
+    def _decide(self, rows: list[Any], marks: dict[str, str], old_seen: dict[str, str | None]
+                ) -> tuple[list[ChangeEvent], list[DeadLetter], dict[str, str | None]]:
+        """Rows -> events to publish (deduped against ``old_seen``), dead letters,
+        and the ``{key: version}`` the next read will return again."""
         records: dict[str, dict] = {}
         letters: list[DeadLetter] = []
         for row in rows:
@@ -192,7 +170,6 @@ class BusinessnxtPoller:
                                           error_type="validation_error", payload=row))
                 continue
             records[key] = row
-
         events: list[ChangeEvent] = []
         seen: dict[str, str | None] = {}
         for key, row in records.items():
@@ -202,16 +179,55 @@ class BusinessnxtPoller:
             if should_publish(key, version, old_seen):
                 events.append(to_event(self.entity, row, self.tz, origin="poll"))
         events.sort(key=lambda e: (e.version or "", e.id))
+        return events, letters, seen
 
+    async def _commit(self, events: list[ChangeEvent], letters: list[DeadLetter], new_wm: dict[str, Any]) -> None:
+        """Publish, then (only after the broker's ack) save the watermark."""
         await publish_events(self.publisher, events, self.topic)
         await dead_letter(self.dead_letters, letters)
-        new_wm = {"v": WM_VERSION, "tables": marks, "seen": seen}
-        if new_wm != wm:
+        if new_wm != self._wm:
             await self.watermarks.save(self.key, new_wm)
         self._wm = new_wm
+
+    async def _full_read(self, wm: dict[str, Any] | None) -> int:
+        """Every row by key (legacy rows with null timestamps included), saving
+        progress after each page; resumes an interrupted scan."""
+        key = TABLES[self.entity].key[0]
+        if wm is None:
+            marks = {t: (await self._newest(t)) or FLOOR for t in SOURCE_TABLES[self.entity]}
+            seen: dict[str, str | None] = {}
+            after = None
+        else:
+            marks, seen, after = wm["tables"], dict(wm.get("seen") or {}), wm["scan"]["after"]
+        total = 0
+        while True:
+            flt = {key: {"_gt": after}} if after is not None else None
+            page = await self.client.read(self.entity, filter=flt, order_by=[{key: "ASC"}], first=self.page_size)
+            events, letters, page_seen = self._decide(page, marks, {})
+            seen.update(page_seen)
+            done = len(page) < self.page_size
+            after = page[-1].get(key) if page else after
+            new_wm: dict[str, Any] = {"v": WM_VERSION, "tables": marks, "seen": dict(seen)}
+            if not done:
+                new_wm["scan"] = {"after": after}
+            await self._commit(events, letters, new_wm)
+            total += len(events)
+            if done:
+                log.info("businessnxt %s full read: %d events", self.entity, total)
+                return total
+
+    async def poll_once(self) -> int:
+        """Read what changed since the watermark, publish it, save the watermark. Returns events published."""
+        await self._load()
+        wm = self._wm
+        if wm is None or "scan" in wm:
+            return await self._full_read(wm)
+        rows, marks = await self._incremental(wm)
+        events, letters, seen = self._decide(rows, marks, wm.get("seen") or {})
+        await self._commit(events, letters, {"v": WM_VERSION, "tables": marks, "seen": seen})
         if events:
-            log.info("businessnxt %s poll: %d events (newest %s)", self.entity, len(events),
-                     latest_local(records[events[-1].id]) if events[-1].id in records else None)
+            log.info("businessnxt %s poll: %d events (newest version %s)", self.entity, len(events),
+                     events[-1].version)
         return len(events)
 
     async def reset(self) -> None:

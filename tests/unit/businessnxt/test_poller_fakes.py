@@ -68,7 +68,8 @@ async def test_invalid_rows_dead_lettered_and_reset():
     client.rows.append(bad)
     poller = BusinessnxtPoller(client, pub, wms, "product", page_size=2, dead_letters=dls)
     assert await poller.poll_once() == 3
-    assert [e.id for e in pub.events] == ["B", "A", "C"]  # legacy (no version) first, then by version
+    assert sorted(e.id for e in pub.events) == ["A", "B", "C"]
+    assert [e.version for e in pub.events if e.id == "B"] == [None]  # legacy row: no version
     assert len(dls.letters) == 1 and dls.letters[0].stage == "poll" and "productNo" in dls.letters[0].reason
     assert wms.saved["businessnxt.product"]["tables"]["product"] == "2026-01-01T10:00:01.0000000"
     client.rows.remove(bad)
@@ -92,3 +93,29 @@ async def test_watermark_not_saved_when_publish_fails():
     except RuntimeError:
         pass
     assert wms.log == []
+
+
+async def test_interrupted_full_read_resumes_after_the_last_saved_page():
+    rows = [product(f"K{i:02d}", "2026-01-01T10:00:00.0000000" if i % 3 else None) for i in range(10)]
+
+    class FailOnce(FakePublisher):
+        calls = 0
+
+        async def publish(self, events):
+            FailOnce.calls += 1
+            if FailOnce.calls == 3:
+                raise RuntimeError("crash while publishing page 3")
+            await super().publish(events)
+
+    wms, pub = FakeWatermarks(), FailOnce()
+    first = BusinessnxtPoller(FakeClient(rows), pub, wms, "product", page_size=3)
+    try:
+        await first.poll_once()
+    except RuntimeError:
+        pass
+    assert wms.saved["businessnxt.product"]["scan"] == {"after": "K05"}
+    second = BusinessnxtPoller(FakeClient(rows), pub, wms, "product", page_size=3)  # restart
+    assert await second.poll_once() == 4
+    assert [e.id for e in pub.events] == [f"K{i:02d}" for i in range(10)]  # each exactly once
+    assert "scan" not in wms.saved["businessnxt.product"]
+    assert await second.poll_once() == 0
