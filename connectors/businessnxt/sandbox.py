@@ -100,9 +100,10 @@ def _parse_decimal(value: Any) -> float:
 
 
 def _serialize_decimal(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+    """Decimals leave as JSON numbers."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return value
-    return value
+    return float(value)
 
 
 def _parse_datetime(value: Any) -> str:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 
 from connectors.businessnxt import filters as F
 from connectors.businessnxt.schema import ORDER, ORDER_LINE, PRODUCT, TABLES, Table
-from connectors.businessnxt.timezones import format_local, format_utc, utc_to_local
+from connectors.businessnxt.timezones import format_local, utc_to_local
 
 Row = dict[str, Any]
 CUSTOMERS = frozenset(range(10000, 10100))
@@ -356,7 +356,3 @@ class Store:
                     })
             # keep the commit clock ahead of every seeded timestamp
             self._clock = max(self._clock, base + timedelta(seconds=7 * n + 10))
-
-
-def utc_iso(dt: datetime) -> str:
-    return format_utc(dt)

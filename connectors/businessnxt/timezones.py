@@ -17,7 +17,7 @@ tick is lost and strings sort in time order).
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -113,7 +113,3 @@ def utc_version(value: str | datetime) -> str:
     m = re.match(r"^.*T\d{2}:\d{2}:\d{2}[.,](\d{7})", v)
     tick = int(m.group(1)[6]) if m else 0
     return format_utc(parse_utc(v), tick)
-
-
-def tick_after(dt: datetime) -> datetime:
-    return dt + timedelta(microseconds=1)
