@@ -160,8 +160,10 @@ class BusinessnxtWriter:
         return [results[i] for i in range(len(commands))]
 
     # ---- creates ---------------------------------------------------------------
-    async def _lookup(self, entity: str, pending: dict[int, WriteCommand], results: dict[int, WriteResult]) -> None:
-        """Link matches (natural key) and find our own earlier creates (origin stamp)."""
+    async def _lookup(self, entity: str, pending: dict[int, WriteCommand], results: dict[int, WriteResult],
+                      attempted: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+        """Link matches (natural key) and find our own earlier creates (origin stamp).
+        A match found only after our own create attempt is our row (``matched=False``)."""
         by_match: dict[str, dict[Any, list[int]]] = {}
         by_stamp: dict[str, dict[Any, list[int]]] = {}
         for i, cmd in pending.items():
@@ -179,13 +181,14 @@ class BusinessnxtWriter:
                 rows = await self.client.read_by_values(entity, field, list(live), fields=table_fields(entity))
                 for row in sorted(rows, key=lambda r: str(r[KEY_FIELD[entity]])):
                     for i in live.pop(row.get(field), []):
-                        results[i] = self._res(pending.pop(i), "ok", row=row, matched=matched)
+                        results[i] = self._res(pending.pop(i), "ok", row=row, matched=matched and i not in attempted)
 
     async def _creates(self, entity: str, pending: dict[int, WriteCommand], results: dict[int, WriteResult]) -> None:
         size = {i: self.chunk_size for i in pending}
         last_error: dict[int, str] = {}
+        attempted: set[int] = set()
         for _round in range(self.max_rounds):
-            await self._lookup(entity, pending, results)
+            await self._lookup(entity, pending, results, attempted)
             if not pending:
                 return
             chunks: list[list[int]] = []
@@ -194,6 +197,7 @@ class BusinessnxtWriter:
                 chunks += [ids[k:k + s] for k in range(0, len(ids), s)]
 
             async def run(ids: list[int]) -> None:
+                attempted.update(ids)
                 try:
                     rows = await self.client.create(entity, [create_value(entity, pending[i]) for i in ids])
                 except ApiError as exc:
