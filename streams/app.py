@@ -21,6 +21,9 @@ from streams.settings import Settings, get_settings
 log = logging.getLogger("talkstream")
 
 kafka_compat.apply()
+# per-request HTTP logs would drown the worker's own (and could carry URLs with ids)
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 #: When this process started (for the start-to-ready measurement).
 PROCESS_STARTED = time.monotonic()

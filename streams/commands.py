@@ -5,6 +5,7 @@ override ``__call__`` instead of running inside a Faust worker.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from faust.cli import AppCommand, argument, option
@@ -25,13 +26,14 @@ class SyncCommand(AppCommand):
 
 @app.command(
     option("--worker-loglevel", default="info", help="Log level of the worker."),
+    option("--seed", type=int, default=200, help="Sample records per sandbox (when the sandboxes are started)."),
     base=SyncCommand,
 )
-def run(self, worker_loglevel: str) -> int:
+def run(self, worker_loglevel: str, seed: int) -> int:
     """The main job: broker (embedded when KAFKA_BROKER is unset) and a worker; Ctrl-C stops all."""
     from streams.supervisor import Supervisor
 
-    return Supervisor(get_settings()).run(loglevel=worker_loglevel)
+    return Supervisor(get_settings()).run(loglevel=worker_loglevel, seed=seed)
 
 
 @app.command(
@@ -44,7 +46,8 @@ def run(self, worker_loglevel: str) -> int:
     option("--client-secret", default="sandbox-secret", help="Businessnxt: OAuth2 client secret."),
     option("--company", type=int, default=1, help="Businessnxt: company number."),
     option("--webhook-url", default=None, help="Businessnxt: POST TableChange events here."),
-    option("--webhook-key", default=None, help="Businessnxt: webhook signature key."),
+    option("--webhook-key", default=None,
+           help="Businessnxt: webhook signature key (default: $TALKSTREAM_SANDBOX_WEBHOOK_KEY)."),
     option("--timezone", default="Europe/Oslo", help="Businessnxt: server time zone."),
     base=SyncCommand,
 )
@@ -59,6 +62,7 @@ def sandbox(self, system: str, host: str, port: int, seed: int, token: str, clie
     elif system == "businessnxt":
         from connectors.businessnxt.sandbox import run as run_businessnxt
 
+        webhook_key = webhook_key or os.environ.get("TALKSTREAM_SANDBOX_WEBHOOK_KEY")
         run_businessnxt(host=host, port=port, client_id=client_id, client_secret=client_secret,
                         company=company, seed=seed, webhook_url=webhook_url,
                         webhook_key=webhook_key, timezone=timezone)

@@ -461,6 +461,12 @@ def _command(link: dict, flow: Flow, side: str, op: str, data: dict, policy: Pol
                         attempt=link["fail"][side] + 1, **extra)
 
 
+def _source_time(link: dict, props: Iterable[str]) -> float | None:
+    """Latest modification time of the values a write carries (for the sync latency metric)."""
+    times = [link["base"][p][1] for p in props if link["base"][p][1] is not None]
+    return max(times) if times else None
+
+
 def _needs(link: dict, flow: Flow, side: str) -> list[str]:
     """Properties whose base value ``side`` neither holds nor has been sent."""
     rep, wrote = link["rep"][side], link["wrote"][side]
@@ -534,7 +540,8 @@ def _create_target(out: Outcome, flow: Flow, now: float, refs: RefResolver | Non
     out.commands.append(cmd)
     link["status"] = PENDING
     props = list(values)
-    link["inflight"][cmd.command_id] = {"side": TARGET, "op": "create", "props": props, "at": now}
+    link["inflight"][cmd.command_id] = {"side": TARGET, "op": "create", "props": props, "at": now,
+                                        "src_t": _source_time(link, props)}
     for prop in props:
         link["wrote"][TARGET][prop] = h(values[prop])
     out.actions.append("create")
@@ -570,7 +577,8 @@ def _update(out: Outcome, flow: Flow, side: str, now: float, refs: RefResolver |
     link["seq"] += 1
     cmd = _command(link, flow, side, "update", data, policy)
     out.commands.append(cmd)
-    link["inflight"][cmd.command_id] = {"side": side, "op": "update", "props": needs, "at": now}
+    link["inflight"][cmd.command_id] = {"side": side, "op": "update", "props": needs, "at": now,
+                                        "src_t": _source_time(link, needs)}
     for prop in needs:
         link["wrote"][side][prop] = h(changes[prop])
     out.actions.append(f"update:{side}")

@@ -8,11 +8,16 @@ on Ctrl-C / SIGTERM or when the worker dies.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+
+import httpx
+
+from connectors.common.httpserver import free_port
 
 from streams.embedded_broker import EmbeddedBroker, EmbeddedBrokerError
 from streams.settings import Settings
@@ -55,18 +60,71 @@ class Supervisor:
         if self.settings.kafka_broker:
             self.say(f"broker: {self.settings.kafka_broker} (external)")
             return self.settings.kafka_broker
-        self.broker = EmbeddedBroker().start()
+        self.broker = EmbeddedBroker(log_path=os.environ.get("TALKSTREAM_BROKER_LOG")).start()
         self.env["KAFKA_BROKER"] = self.broker.url
         # the embedded broker needs single-record batches (known; no self-check needed)
         self.env["TALKSTREAM_SINGLE_RECORD_BATCHES"] = "on"
         self.say(f"embedded broker listening on {self.broker.url} (pid {self.broker.pid})")
         return self.broker.url
 
-    def spawn(self, name: str, args: list[str]) -> Child:
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", *args], env=self.env)
+    def spawn(self, name: str, args: list[str], extra_env: dict[str, str] | None = None) -> Child:
+        env = {**self.env, **(extra_env or {})}
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", *args], env=env)
         child = Child(name, proc)
         self.children.append(child)
         return child
+
+    def _wait_healthy(self, child: Child, url: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not child.alive():
+                raise RuntimeError(f"{child.name} exited with code {child.process.returncode}")
+            try:
+                if httpx.get(f"{url}/_sandbox/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{child.name} did not answer on {url} within {timeout:.0f} s")
+
+    def start_sandboxes(self, seed: int) -> None:
+        """Start the sandbox systems whose URL is not configured, and point the worker at them."""
+        s = self.settings
+        if not s.customcrm_url:
+            port = free_port()
+            token = "sandbox-token"
+            child = self.spawn("customcrm sandbox", ["sandbox", "customcrm", "--port", str(port),
+                                                     "--seed", str(seed), "--token", token])
+            url = f"http://127.0.0.1:{port}"
+            self._wait_healthy(child, url)
+            self.env.update(TALKSTREAM_CUSTOMCRM_URL=url, TALKSTREAM_CUSTOMCRM_TOKEN=token)
+            self.say(f"Customcrm sandbox:   {url}/api/v1  (token {token}, pid {child.pid})")
+            self.say(f"  try an edit:  curl -X PATCH -H 'Authorization: Bearer {token}' "
+                     f"-H 'Content-Type: application/json' -d '{{\"Name\": \"Edited in Customcrm\"}}' "
+                     f"{url}/api/v1/orders/ord_000001")
+        if not s.businessnxt_url:
+            port = free_port()
+            client_id, client_secret, company = "sandbox-client", "sandbox-secret", "1"
+            key = (s.businessnxt_webhook_key.get_secret_value() if s.businessnxt_webhook_key
+                   else secrets.token_urlsafe(24))
+            webhook = f"http://127.0.0.1:{s.web_port}/webhooks/businessnxt"
+            args = ["sandbox", "businessnxt", "--port", str(port), "--seed", str(seed),
+                    "--client-id", client_id, "--client-secret", client_secret, "--company", company,
+                    "--timezone", s.timezone]
+            if s.web_enabled:
+                args += ["--webhook-url", webhook]  # the key goes through the environment, not argv
+            child = self.spawn("businessnxt sandbox", args, extra_env={"TALKSTREAM_SANDBOX_WEBHOOK_KEY": key})
+            url = f"http://127.0.0.1:{port}"
+            self._wait_healthy(child, url)
+            self.env.update(TALKSTREAM_BUSINESSNXT_URL=f"{url}/api/graphql-service",
+                            TALKSTREAM_BUSINESSNXT_TOKEN_URL=f"{url}/connect/token",
+                            TALKSTREAM_BUSINESSNXT_CLIENT_ID=client_id,
+                            TALKSTREAM_BUSINESSNXT_CLIENT_SECRET=client_secret,
+                            TALKSTREAM_BUSINESSNXT_COMPANY=company)
+            if s.web_enabled:
+                self.env["TALKSTREAM_BUSINESSNXT_WEBHOOK_KEY"] = key
+            self.say(f"Businessnxt sandbox: {url}/api/graphql-service  (client {client_id} / {client_secret}, "
+                     f"company {company}, token endpoint {url}/connect/token, pid {child.pid})")
 
     def start_worker(self, loglevel: str = "info") -> Child:
         child = self.spawn("worker", ["worker", "-l", loglevel, "--without-web"]
@@ -84,7 +142,7 @@ class Supervisor:
             self.broker = None
             self.say(f"embedded broker stopped (pid {pid})")
 
-    def run(self, loglevel: str = "info") -> int:
+    def run(self, loglevel: str = "info", seed: int = 200) -> int:
         """Run until Ctrl-C/SIGTERM or until a child exits; returns the exit code."""
         stop_requested = {"signal": None}
 
@@ -96,7 +154,8 @@ class Supervisor:
         try:
             try:
                 self.start_broker()
-            except EmbeddedBrokerError as exc:
+                self.start_sandboxes(seed)
+            except (EmbeddedBrokerError, RuntimeError) as exc:
                 self.say(f"error: {exc}")
                 return 2
             worker = self.start_worker(loglevel)

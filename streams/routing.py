@@ -1,0 +1,61 @@
+"""Which flow and which link a change event belongs to (pure).
+
+Link keys are ``<flow>:<ident>``, derived from data both sides carry, so both
+systems' events of one link meet on one partition of ``talkstream.flow.events``:
+
+- flows with an origin stamp (orders): ``<flow>:<Customcrm Id>``; a
+  Businessnxt row names its Customcrm record in the flow's origin field, and
+  the stamp's prefix says which flow owns the row (a Businessnxt order belongs
+  to the flow that linked it);
+- flows with a match key (products): ``<flow>:<key>`` — the ``Sku`` as first
+  seen on the Customcrm side, the ``productNo`` on the Businessnxt side.
+
+The router remembers the key it gave each record (``known``) when the data
+alone would not give it again: a Customcrm product whose ``Sku`` changed after
+linking stays on its link, and a Businessnxt delete tombstone (no row data)
+finds the link its row had.
+"""
+from __future__ import annotations
+
+from schemas.change import ChangeEvent
+from streams.mapping import Flow, Mapping
+
+
+def route_key(event: ChangeEvent) -> str:
+    """Key of the router's memory for one record."""
+    return f"{event.system}:{event.entity}:{event.id}"
+
+
+def route(mapping: Mapping, event: ChangeEvent, known: dict[str, str] | None
+          ) -> tuple[list[tuple[Flow, str]], dict[str, str] | None]:
+    """The (flow, link key) pairs of an event, and the updated memory (None: unchanged)."""
+    known = known or {}
+    remembered = dict(known)
+    routes: list[tuple[Flow, str]] = []
+    data = event.data or {}
+    for flow in mapping.flows_for(event.system, event.entity):
+        key: str | None = None
+        if event.system == flow.source.system:
+            if flow.match is not None:
+                key = known.get(flow.id)
+                if key is None:
+                    value = flow.match_value("source", data)
+                    key = f"{flow.id}:{value}" if value else None
+                    if key:
+                        remembered[flow.id] = key
+            else:
+                key = f"{flow.id}:{event.id}"
+        else:
+            if flow.origin is not None:
+                source_id = flow.parse_origin(data.get(flow.origin.field)) if data else None
+                if source_id:
+                    key = f"{flow.id}:{source_id}"
+                    if known.get(flow.id) != key:
+                        remembered[flow.id] = key
+                else:
+                    key = known.get(flow.id)
+            elif flow.match is not None:
+                key = f"{flow.id}:{event.id}"
+        if key:
+            routes.append((flow, key))
+    return routes, (remembered if remembered != known else None)

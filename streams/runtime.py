@@ -1,0 +1,118 @@
+"""The worker's connections to the two systems and to Kafka, built once per worker.
+
+``Runtime`` is a mode service started with the Faust app: it creates the
+HTTP clients, the writers, the pollers and the webhook receiver from the
+settings, and closes them on shutdown. Agents and timers get it through
+``runtime()``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from mode import Service
+
+from connectors.businessnxt.client import BusinessnxtClient
+from connectors.businessnxt.poller import BusinessnxtPoller
+from connectors.businessnxt.webhook import WebhookReceiver
+from connectors.businessnxt.writer import BusinessnxtWriter
+from connectors.common.kafka import KafkaPublisher, bootstrap_servers, make_producer
+from connectors.common.watermarks import WatermarkStore
+from connectors.customcrm.client import CustomcrmClient
+from connectors.customcrm.poller import CustomcrmPoller
+from connectors.customcrm.writer import CustomcrmWriter
+from schemas.deadletter import DEADLETTER_TOPIC, DeadLetter
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ConfigurationError(RuntimeError):
+    pass
+
+
+class DeadLetterPublisher:
+    """Publishes dead letters to ``talkstream.deadletters`` (acknowledged by the broker)."""
+
+    def __init__(self, producer):
+        self.producer = producer
+
+    async def publish(self, entry: DeadLetter) -> None:
+        from streams.metrics import DEADLETTERS
+
+        log.warning("dead letter (%s %s %s): %s", entry.stage, entry.flow or entry.system, entry.record_id
+                    or entry.link_key, entry.reason)
+        DEADLETTERS.labels(entry.stage).inc()
+        key = (entry.link_key or entry.record_id or entry.id).encode()
+        await (await self.producer.send(DEADLETTER_TOPIC, entry.to_bytes(), key=key))
+
+
+def _require(value: Any, name: str) -> Any:
+    if value in (None, ""):
+        raise ConfigurationError(f"{name} is not set (see README.md, Configuration)")
+    return value
+
+
+class Runtime(Service):
+    """Clients, writers, pollers and the webhook receiver of one worker."""
+
+    def __init__(self, settings: Settings, entities: list[tuple[str, str]], *,
+                 single_record_batches: Callable[[], bool], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.entities = entities  # (system, entity) pairs the mapping's flows use
+        self.single_record_batches = single_record_batches
+        self.customcrm: CustomcrmClient | None = None
+        self.businessnxt: BusinessnxtClient | None = None
+        self.writers: dict[str, Any] = {}
+        self.pollers: dict[tuple[str, str], Any] = {}
+        self.webhook: WebhookReceiver | None = None
+        self.producer = None
+        self.deadletters: DeadLetterPublisher | None = None
+
+    async def on_start(self) -> None:
+        s = self.settings
+        bootstrap = bootstrap_servers(s.broker_url())
+        self.producer = make_producer(bootstrap, single_record_batches=self.single_record_batches())
+        await self.producer.start()
+        publisher = KafkaPublisher(self.producer)
+        self.deadletters = DeadLetterPublisher(self.producer)
+        watermarks = WatermarkStore(bootstrap, self.producer)
+        await watermarks.ensure()
+
+        self.customcrm = CustomcrmClient(
+            _require(s.customcrm_url, "TALKSTREAM_CUSTOMCRM_URL"),
+            _require(s.customcrm_token, "TALKSTREAM_CUSTOMCRM_TOKEN").get_secret_value(),
+            rate_limit=(max(1, int(s.customcrm_rate_limit * 10)), 10.0),
+        )
+        self.businessnxt = BusinessnxtClient(
+            _require(s.businessnxt_url, "TALKSTREAM_BUSINESSNXT_URL"),
+            _require(s.businessnxt_token_url, "TALKSTREAM_BUSINESSNXT_TOKEN_URL"),
+            _require(s.businessnxt_client_id, "TALKSTREAM_BUSINESSNXT_CLIENT_ID"),
+            _require(s.businessnxt_client_secret, "TALKSTREAM_BUSINESSNXT_CLIENT_SECRET").get_secret_value(),
+            _require(s.businessnxt_company, "TALKSTREAM_BUSINESSNXT_COMPANY"),
+            rate_limit_per_min=s.businessnxt_rate_limit,
+        )
+        self.writers = {
+            "customcrm": CustomcrmWriter(self.customcrm),
+            "businessnxt": BusinessnxtWriter(self.businessnxt, timezone=s.timezone),
+        }
+        for system, entity in self.entities:
+            if system == "customcrm":
+                poller = CustomcrmPoller(self.customcrm, publisher, watermarks, entity,
+                                         page_size=s.poll_page_size, dead_letters=self.deadletters)
+            else:
+                poller = BusinessnxtPoller(self.businessnxt, publisher, watermarks, entity, timezone=s.timezone,
+                                           page_size=s.poll_page_size, dead_letters=self.deadletters)
+            self.pollers[(system, entity)] = poller
+        if s.businessnxt_webhook_key is not None:
+            self.webhook = WebhookReceiver(self.businessnxt, publisher, s.businessnxt_webhook_key.get_secret_value(),
+                                           timezone=s.timezone, dead_letters=self.deadletters,
+                                           upserts=s.webhook_upserts)
+
+    async def on_stop(self) -> None:
+        for client in (self.customcrm, self.businessnxt):
+            if client is not None:
+                await client.aclose()
+        if self.producer is not None:
+            await self.producer.stop()

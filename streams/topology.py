@@ -1,0 +1,297 @@
+"""The Faust topology: topics, tables, agents, timers and web views.
+
+::
+
+  <system>.<entity>.changes ──▶ route ──▶ talkstream.flow.events ──▶ link ──▶ talkstream.<system>.<entity>.commands
+        ▲ pollers / webhook              (keyed by link key)   ▲  (links table)              │
+        │                                                      └──── results ◀── sink ◀─────┘
+
+- ``route`` (table ``routes``) gives every change event its flows and link keys
+  (``streams.routing``) and re-keys it onto ``talkstream.flow.events``.
+- ``link`` (table ``links``, ``concurrency=1``) owns each link: it runs the pure
+  decisions of ``streams.engine`` and sends their commands and dead letters.
+- one ``sink`` agent per command topic writes batches through the connector's
+  writer and sends each result back to ``talkstream.flow.events``.
+- a timer sends ``tick`` messages to links that asked to be woken (parked
+  orders, retries, lost results); the pollers run as leader-only timers.
+
+Everything is derived from the mapping: a new flow or property needs no new agent.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+from faust.web import Request, Response, View
+
+from schemas.change import ChangeEvent
+from schemas.command import WriteCommand, WriteResult, command_topic
+from schemas.deadletter import DEADLETTER_TOPIC, DeadLetter
+from streams import engine, metrics
+from streams.app import app
+from streams.mapping import load_mapping
+from streams.routing import route, route_key
+from streams.runtime import Runtime
+from streams.settings import get_settings
+from streams.topics import FLOW_EVENTS, change_topics as change_topic_names, entities
+
+log = logging.getLogger("talkstream.flow")
+
+settings = get_settings()
+mapping = load_mapping(settings.mapping_file)
+PARTITIONS = settings.partitions
+ENTITIES = entities(mapping)
+
+
+def _raw_topic(*names: str, **kw):
+    return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+                     partitions=PARTITIONS, **kw)
+
+
+change_topics = _raw_topic(*change_topic_names(mapping))
+flow_events = _raw_topic(FLOW_EVENTS)
+deadletter_topic = _raw_topic(DEADLETTER_TOPIC)
+command_topics = {pair: _raw_topic(command_topic(*pair)) for pair in ENTITIES}
+
+links = app.Table("links", default=None, partitions=PARTITIONS)
+routes = app.Table("routes", default=None, partitions=PARTITIONS)
+timers = app.Table("timers", default=None, partitions=PARTITIONS)
+product_refs = app.GlobalTable("product-refs", default=None, partitions=PARTITIONS)
+
+
+def _single_record_batches() -> bool:
+    from connectors.common.kafka import SINGLE_RECORD_BATCH_SIZE
+
+    return app.conf.producer_max_batch_size == SINGLE_RECORD_BATCH_SIZE
+
+
+runtime = Runtime(settings, ENTITIES, single_record_batches=_single_record_batches)
+app.service(runtime)
+
+
+class TableRefs:
+    """Product references across links (Customcrm product Id <-> productNo), from ``product-refs``."""
+
+    def to_target(self, source_id: str) -> str | None:
+        return product_refs.get(f"c:{source_id}")
+
+    def to_source(self, target_id: str) -> str | None:
+        return product_refs.get(f"b:{target_id}")
+
+
+REFS = TableRefs()
+POLICY = engine.Policy(park_timeout=settings.park_timeout, write_retry_max=settings.write_retry_max,
+                       ack_timeout=settings.ack_timeout, settings=settings)
+
+
+def _flow_message(kind: str, flow: str, **body) -> bytes:
+    return orjson.dumps({"kind": kind, "flow": flow, **body})
+
+
+async def _dead_letter(entry: DeadLetter) -> None:
+    metrics.DEADLETTERS.labels(entry.stage).inc()
+    metrics.EVENTS_OUT.labels(DEADLETTER_TOPIC).inc()
+    log.warning("dead letter [%s] %s: %s", entry.stage, entry.link_key or entry.record_id, entry.reason)
+    await deadletter_topic.send(key=(entry.link_key or entry.record_id or entry.id).encode(),
+                                value=entry.to_bytes())
+
+
+# --------------------------------------------------------------------------- route
+
+
+@app.agent(change_topics, name="route", concurrency=1)
+async def route_changes(stream):
+    """Give each change event its flows and link keys; re-key it onto the flow topic."""
+    async for event in stream.events():
+        topic = event.message.topic
+        metrics.EVENTS_IN.labels(topic).inc()
+        try:
+            change = ChangeEvent.from_bytes(event.value)
+        except Exception as exc:  # unparseable or schema-invalid payload: dead letter, keep going
+            await _dead_letter(DeadLetter(
+                stage="flow", reason=f"unparseable change event on {topic} at offset {event.message.offset}: {exc}",
+                error_type="invalid_event", record_id=(event.key or b"").decode(errors="replace") or None,
+                payload=event.value.decode(errors="replace")[:10000] if event.value else None))
+            continue
+        rkey = route_key(change)
+        pairs, remembered = route(mapping, change, routes.get(rkey))
+        if remembered is not None:
+            routes[rkey] = remembered
+        for flow, link_key in pairs:
+            metrics.EVENTS_OUT.labels(FLOW_EVENTS).inc()
+            await flow_events.send(key=link_key.encode(), value=_flow_message(
+                "change", flow.id, event=change.model_dump(mode="json", by_alias=True)))
+
+
+# --------------------------------------------------------------------------- link
+
+
+@app.agent(flow_events, name="link", concurrency=1)
+async def link_agent(stream):
+    """Own each link: decide, record the state, send the commands (one partition per link)."""
+    async for event in stream.events():
+        key = event.key.decode()
+        metrics.EVENTS_IN.labels(FLOW_EVENTS).inc()
+        try:
+            message = orjson.loads(event.value)
+            flow = mapping.flow(message["flow"])
+        except Exception as exc:
+            await _dead_letter(DeadLetter(stage="flow", link_key=key, reason=f"unreadable flow message: {exc}",
+                                          error_type="invalid_event",
+                                          payload=event.value.decode(errors="replace")[:10000]))
+            continue
+        now = time.time()
+        state = links.get(key)
+        kind = message["kind"]
+        try:
+            if kind == "change":
+                change = ChangeEvent.model_validate(message["event"])
+                outcome = engine.handle_change(state, flow, change, key, now=now, refs=REFS, policy=POLICY)
+            elif kind == "result":
+                result = WriteResult.model_validate(message["result"])
+                outcome = engine.handle_result(state, flow, result, now=now, refs=REFS, policy=POLICY)
+                _observe_result(flow.id, state, result, now)
+            elif kind == "redrive":
+                outcome = engine.redrive(state, flow, now=now, refs=REFS, policy=POLICY)
+            else:
+                outcome = engine.handle_tick(state, flow, now=now, refs=REFS, policy=POLICY)
+        except Exception as exc:  # a bug must not stop every other link: dead-letter and go on
+            log.exception("link %s: %s message failed", key, kind)
+            await _dead_letter(DeadLetter(stage="flow", flow=flow.id, link_key=key, error_type="internal_error",
+                                          reason=f"{kind} message could not be processed: {exc!r}",
+                                          payload=message))
+            continue
+        if kind in ("tick", "redrive") and state is None:
+            continue
+        links[key] = outcome.link
+        if outcome.wake_at is not None:
+            if timers.get(key) != outcome.wake_at:
+                timers[key] = outcome.wake_at
+        elif timers.get(key) is not None:
+            del timers[key]
+        for source_id, target_id in outcome.refs:
+            product_refs[f"c:{source_id}"] = target_id
+            product_refs[f"b:{target_id}"] = source_id
+        metrics.record_actions(flow.id, outcome.actions)
+        for action in outcome.actions:
+            if action.startswith("warn:"):
+                log.warning("link %s: %s", key, action[5:])
+        for command in outcome.commands:
+            topic = command_topics[(command.system, command.entity)]
+            metrics.EVENTS_OUT.labels(topic.get_topic_name()).inc()
+            await topic.send(key=event.key, value=command.to_bytes())
+        for entry in outcome.deadletters:
+            await _dead_letter(entry)
+
+
+def _observe_result(flow_id: str, state: dict | None, result: WriteResult, now: float) -> None:
+    metrics.WRITES.labels(result.system, result.op, result.status).inc()
+    if result.status == "ok" and state:
+        sent = state.get("inflight", {}).get(result.command_id)
+        if sent and sent.get("src_t"):
+            metrics.SYNC_LATENCY.labels(flow_id).observe(max(0.0, now - sent["src_t"]))
+
+
+# --------------------------------------------------------------------------- sinks
+
+
+def _make_sink(system: str, entity: str):
+    topic = command_topics[(system, entity)]
+
+    async def sink(stream):
+        async for values in stream.take(settings.sink_batch_size, within=settings.sink_batch_wait):
+            commands: list[WriteCommand] = []
+            for raw in values:
+                try:
+                    commands.append(WriteCommand.from_bytes(raw))
+                except Exception as exc:
+                    await _dead_letter(DeadLetter(stage="sink", system=system, entity=entity,
+                                                  reason=f"unreadable write command: {exc}",
+                                                  error_type="invalid_command",
+                                                  payload=raw.decode(errors="replace")[:10000]))
+            if not commands:
+                continue
+            metrics.EVENTS_IN.labels(topic.get_topic_name()).inc(len(commands))
+            started = time.monotonic()
+            results = await runtime.writers[system].apply(commands)
+            metrics.API_LATENCY.labels(system, entity).observe(time.monotonic() - started)
+            for result in results:
+                metrics.EVENTS_OUT.labels(FLOW_EVENTS).inc()
+                await flow_events.send(key=result.link_key.encode(), value=_flow_message(
+                    "result", result.flow, result=result.model_dump(mode="json", by_alias=True)))
+
+    sink.__name__ = f"sink_{system}_{entity}"
+    return app.agent(topic, name=f"sink-{system}-{entity}", concurrency=1)(sink)
+
+
+sinks = {pair: _make_sink(*pair) for pair in ENTITIES}
+
+
+# --------------------------------------------------------------------------- timers
+
+
+_ticked: dict[str, float] = {}
+
+
+@app.timer(interval=0.25)
+async def wake_links() -> None:
+    """Send a tick to every local link whose wake-up time has come."""
+    now = time.time()
+    for key, due in list(timers.items()):
+        if due is None or due > now:
+            continue
+        if now - _ticked.get(key, 0.0) < 2.0:
+            continue  # a tick is on its way
+        _ticked[key] = now
+        flow_id = key.split(":", 1)[0]
+        await flow_events.send(key=key.encode(), value=_flow_message("tick", flow_id))
+    if len(_ticked) > 10000:
+        for key, at in list(_ticked.items()):
+            if now - at > 10:
+                del _ticked[key]
+
+
+def _make_poll_timer(system: str, entity: str):
+    async def poll() -> None:
+        poller = runtime.pollers.get((system, entity))
+        if poller is None:
+            return
+        try:
+            await poller.poll_once()
+        except Exception as exc:  # the next poll retries; never crash the worker
+            log.warning("poll %s %s failed: %s", system, entity, exc)
+            return
+        metrics.POLLS.labels(system, entity).inc()
+        metrics.LAST_POLL.labels(system, entity).set(time.time())
+
+    poll.__name__ = f"poll_{system}_{entity}"
+    return app.timer(interval=settings.poll_interval, on_leader=True, name=f"poll-{system}-{entity}")(poll)
+
+
+pollers = {pair: _make_poll_timer(*pair) for pair in ENTITIES}
+
+
+# --------------------------------------------------------------------------- web
+
+
+@app.page("/metrics")
+async def metrics_view(web: View, request: Request) -> Response:
+    return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
+
+
+@app.page("/webhooks/businessnxt")
+class BusinessnxtWebhook(View):
+    async def post(self, request: Request) -> Response:
+        if runtime.webhook is None:
+            return self.json({"error": "webhooks are off (TALKSTREAM_BUSINESSNXT_WEBHOOK_KEY is unset)"},
+                             status=404)
+        body = await request.read()
+        status, payload = await runtime.webhook.handle(body, request.headers.get("x-vwd-signature-v1"))
+        return self.json(payload, status=status)
+
+
+@app.page("/health")
+async def health_view(web: View, request: Request) -> Response:
+    return web.json({"status": "ok"})
+
