@@ -403,7 +403,7 @@ class Store:
             day = 1 + rnd.randrange(28)
             self.create("orders", {
                 "Name": f"Order {i}",
-                "CustomerNo": 10000 + rnd.randrange(0, 100)  # the ERP's customers 10000-10099,
+                "CustomerNo": 10000 + rnd.randrange(0, 100),  # the ERP's customers 10000-10099
                 "OrderDate": f"2026-{1 + rnd.randrange(12):02d}-{day:02d}",
                 "DueDate": rnd.choice([None, f"2027-01-{day:02d}"]),
                 "Discount": rnd.choice(["0", "5.00", "10"]),
