@@ -42,6 +42,7 @@ from graphql import (
     validate,
 )
 from graphql.language import ast as gast
+from graphql.language.ast import OperationType
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -286,6 +287,7 @@ class SandboxState:
         self.tokens: dict[str, float] = {}  # token -> expiry (time.time())
         self.requests: dict[str, deque] = {}
         self.in_flight = 0
+        self.mutations = 0
         self.store = Store(tz=timezone)
         if seed:
             self.store.seed(seed)
@@ -355,6 +357,8 @@ class SandboxState:
         if errors:
             return {"errors": [e.formatted for e in errors]}
         variables = req.get("variables") or None
+        if any(getattr(d, "operation", None) == OperationType.MUTATION for d in doc.definitions):
+            self.mutations += 1  # counted for tests and benchmarks (writes per edit)
         with self.store.lock:
             result: ExecutionResult = execute(  # type: ignore[assignment]
                 self.schema, doc, variable_values=variables, operation_name=req.get("operationName"))
@@ -371,7 +375,8 @@ class SandboxState:
         return self.run_one({"query": query, "variables": variables or {}})
 
     def stats(self) -> dict:
-        extra = {"rows": {t: self.store.count(t) for t in TABLES}, "in_flight": self.in_flight}
+        extra = {"rows": {t: self.store.count(t) for t in TABLES}, "in_flight": self.in_flight,
+                 "mutations": self.mutations}
         if self.webhooks:
             w = self.webhooks
             extra["webhooks"] = {"pending": w.pending, "delivered": w.delivered,
