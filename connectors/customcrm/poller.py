@@ -80,7 +80,7 @@ class Watermark:
             return False
         if modified_at < self.modified_at:
             return True
-        return False
+        return modified_at == self.modified_at and rid is not None and self.seen.get(rid) == version
 
     def advance(self, modified_at: str, rid: str | None, version: str | None) -> "Watermark":
         if self.modified_at is not None and modified_at < self.modified_at:
