@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
+from click import Choice as click_choice
 from faust.cli import AppCommand, argument, option
 
 from streams.app import app
@@ -69,4 +70,155 @@ def sandbox(self, system: str, host: str, port: int, seed: int, token: str, clie
     else:
         print(f"unknown system {system!r}: use customcrm or businessnxt", file=sys.stderr)
         return 2
+    return 0
+
+
+def _mapping():
+    from streams.mapping import load_mapping
+
+    return load_mapping(get_settings().mapping_file)
+
+
+def _fail(message: str) -> None:
+    print(f"talkstream: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+@app.command(
+    option("--system", required=True, type=str, help="customcrm or businessnxt"),
+    option("--entity", required=True, type=str, help="order, product or user"),
+    base=SyncCommand,
+)
+def resync(self, system: str, entity: str) -> int:
+    """Reset a poller's watermark: its next poll re-reads every record of the source."""
+    import asyncio
+
+    from streams.operations import OperationError, resync as do_resync
+
+    try:
+        key = asyncio.run(do_resync(get_settings(), _mapping(), system, entity))
+    except OperationError as exc:
+        _fail(str(exc))
+    print(f"watermark {key} reset: the next poll re-reads all of {system} {entity}")
+    return 0
+
+
+@app.command(
+    option("--flow", "flow_id", required=True, type=str, help="order-order, product-product or user-order"),
+    option("--since", default="earliest", help="'earliest' or an ISO time (events observed since then)"),
+    base=SyncCommand,
+)
+def replay(self, flow_id: str, since: str) -> int:
+    """Re-feed a flow from its change topics (backfill / repair); safe while workers run."""
+    import asyncio
+
+    from streams.operations import OperationError, replay as do_replay
+
+    try:
+        sent = asyncio.run(do_replay(get_settings(), _mapping(), flow_id, since))
+    except OperationError as exc:
+        _fail(str(exc))
+    print(f"re-fed {sent} change events to flow {flow_id}")
+    return 0
+
+
+@app.command(
+    argument("action", type=click_choice(["list", "redrive"]), default="list", required=False),
+    option("--flow", "flow_id", default=None, help="only this flow"),
+    option("--id", "ids", multiple=True, help="only these dead-letter ids (redrive)"),
+    option("--json", "as_json", is_flag=True, default=False, help="machine-readable output"),
+    base=SyncCommand,
+)
+def deadletters(self, action: str, flow_id: str | None, ids: tuple[str, ...], as_json: bool) -> int:
+    """Inspect (list) or re-drive (redrive) dead letters."""
+    import asyncio
+
+    import orjson
+
+    from streams.operations import OperationError, deadletters as load, redrive
+
+    settings = get_settings()
+    try:
+        entries = asyncio.run(load(settings))
+    except OperationError as exc:
+        _fail(str(exc))
+    if flow_id:
+        entries = [e for e in entries if e.flow == flow_id]
+    if ids:
+        entries = [e for e in entries if e.id in set(ids)]
+    if action == "redrive":
+        count = asyncio.run(redrive(settings, entries))
+        print(f"re-drove {count} dead letters")
+        return 0
+    if as_json:
+        print(orjson.dumps([e.model_dump(mode="json", by_alias=True) for e in entries]).decode())
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"dead letters ({len(entries)})")
+    for col in ("id", "failed at", "stage", "flow", "key / record", "attempts", "reason"):
+        table.add_column(col, overflow="fold")
+    for e in entries:
+        table.add_row(e.id[:12], e.failed_at.strftime("%Y-%m-%d %H:%M:%S"), e.stage, e.flow or "-",
+                      e.link_key or e.record_id or "-", str(e.attempts), e.reason)
+    Console().print(table)
+    return 0
+
+
+@app.command(
+    option("--json", "as_json", is_flag=True, default=False, help="machine-readable output"),
+    base=SyncCommand,
+)
+def status(self, as_json: bool) -> int:
+    """Per flow: links, pending creates, parked, dead letters; last poll per poller; consumer lag."""
+    import asyncio
+
+    import orjson
+
+    from streams.operations import OperationError, status as do_status
+
+    try:
+        data = asyncio.run(do_status(get_settings(), _mapping()))
+    except OperationError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    flows = Table(title="flows")
+    cols = ("links", "linked", "pending", "parked", "blocked", "deleted", "deadletters")
+    flows.add_column("flow")
+    for col in cols:
+        flows.add_column(col, justify="right")
+    for fid, row in data["flows"].items():
+        flows.add_row(fid, *(str(row.get(c, 0)) for c in cols))
+    console.print(flows)
+    polls = Table(title="pollers (watermark = last change read)")
+    polls.add_column("poller")
+    polls.add_column("watermark", overflow="fold")
+    for name, row in data["pollers"].items():
+        polls.add_row(name, str(row.get("watermark")))
+    console.print(polls)
+    lag = Table(title="consumer lag (messages not yet processed)")
+    lag.add_column("topic")
+    lag.add_column("lag", justify="right")
+    for topic, n in data["lag"].items():
+        lag.add_row(topic, str(n))
+    console.print(lag)
+    return 0
+
+
+@app.command(
+    option("--mapping", "mapping_path", default=None, help="mapping file (default: the configured one)"),
+    base=SyncCommand,
+)
+def docs(self, mapping_path: str | None) -> int:
+    """Print the dataflow document (reStructuredText), every table filled from the mapping."""
+    from streams.docs import render_default
+
+    print(render_default(mapping_path or get_settings().mapping_file), end="")
     return 0

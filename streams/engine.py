@@ -262,12 +262,16 @@ def handle_result(link: dict | None, flow: Flow, result: WriteResult, *, now: fl
             except (MissingReferences, MappingError):
                 values = None
             if values is not None:
-                if result.matched:
-                    # an existing record was linked, nothing was written: its values take part
-                    # in the merge with the time it was last changed
-                    link["wrote"][side] = {}
+                if result.op == "create":
+                    # the record as it stands: ours as we wrote it, or one that already existed
+                    # (matched by key, or found by its origin stamp after a crash or a lost
+                    # broker); its values take part in the merge with the time it last changed
                     t = _ts_text(result.version) if result.version else None
                     _merge(out, flow, side, values, t if isinstance(t, float) else None, False)
+                    # what the record does not hold was not written: let it be derived again
+                    wrote, rep = link["wrote"][side], link["rep"][side]
+                    for prop in [p for p, hv in wrote.items() if rep.get(p) != hv]:
+                        del wrote[prop]
                 else:
                     for prop, value in values.items():
                         link["rep"][side][prop] = h(value)

@@ -1,0 +1,239 @@
+"""Operator actions over Kafka, used by the CLI: resync, replay, dead letters, status.
+
+Each works against the broker directly (no running worker needed for the
+reads), so it also works while workers run.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from connectors.common.kafka import bootstrap_servers, make_producer, read_all
+from connectors.common.watermarks import WATERMARK_TOPIC, WatermarkStore, watermark_key
+from schemas.change import ChangeEvent, change_topic
+from schemas.deadletter import DEADLETTER_TOPIC, DeadLetter
+from streams.mapping import Mapping
+from streams.settings import Settings
+from streams.topics import FLOW_EVENTS, entities
+
+
+class OperationError(RuntimeError):
+    pass
+
+
+def _bootstrap(settings: Settings) -> str:
+    if not settings.kafka_broker:
+        raise OperationError("KAFKA_BROKER is not set: point it at the broker the workers use")
+    return bootstrap_servers(settings.kafka_broker)
+
+
+async def _producer(settings: Settings):
+    from streams.broker_check import single_record_batches
+
+    producer = make_producer(_bootstrap(settings),
+                             single_record_batches=single_record_batches(settings.single_record_batches,
+                                                                         settings.broker_url()))
+    await producer.start()
+    return producer
+
+
+# --------------------------------------------------------------------------- resync
+
+
+async def resync(settings: Settings, mapping: Mapping, system: str, entity: str) -> str:
+    """Reset one poller's watermark: its next poll re-reads every record of the source."""
+    if (system, entity) not in entities(mapping):
+        known = ", ".join(f"{s}/{e}" for s, e in entities(mapping))
+        raise OperationError(f"no poller for {system}/{entity}; known: {known}")
+    producer = await _producer(settings)
+    try:
+        key = watermark_key(system, entity)
+        await WatermarkStore(_bootstrap(settings), producer).save(key, None)
+        return key
+    finally:
+        await producer.stop()
+
+
+# --------------------------------------------------------------------------- replay
+
+
+def _parse_since(since: str) -> float | None:
+    if since == "earliest":
+        return None
+    try:
+        dt = datetime.fromisoformat(since.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise OperationError(f"--since must be 'earliest' or an ISO time, not {since!r}") from exc
+    return dt.timestamp()
+
+
+async def replay(settings: Settings, mapping: Mapping, flow_id: str, since: str = "earliest",
+                 progress=None) -> int:
+    """Re-feed a flow's latest change events (both sides) with origin ``replay``.
+
+    Only the latest event per record is re-fed (the topic is compacted in
+    production; here it is deduplicated while reading). Records observed
+    before ``since`` are skipped. Returns the number of events re-fed.
+    """
+    try:
+        flow = mapping.flow(flow_id)
+    except KeyError:
+        raise OperationError(f"unknown flow {flow_id!r}; flows: {', '.join(f.id for f in mapping.flows)}") from None
+    cutoff = _parse_since(since)
+    bootstrap = _bootstrap(settings)
+    producer = await _producer(settings)
+    sent = 0
+    try:
+        for system, entity in ((flow.source.system, flow.source.entity), (flow.target.system, flow.target.entity)):
+            topic = change_topic(system, entity)
+            latest: dict[bytes, bytes] = {}
+            for _p, _o, key, value in await read_all(bootstrap, topic, timeout=300):
+                if key is not None and value is not None:
+                    latest[key] = value
+            futures = []
+            for key, value in latest.items():
+                try:
+                    event = ChangeEvent.from_bytes(value)
+                except Exception:
+                    continue  # the router dead-lettered it when it first came
+                if cutoff is not None and event.observed_at.timestamp() < cutoff:
+                    continue
+                replayed = event.model_copy(update={"origin": "replay"})
+                futures.append(await producer.send(topic, replayed.to_bytes(), key=key))
+                sent += 1
+                if progress:
+                    progress(sent)
+            for fut in futures:
+                await fut
+    finally:
+        await producer.stop()
+    return sent
+
+
+# --------------------------------------------------------------------------- dead letters
+
+
+async def deadletters(settings: Settings) -> list[DeadLetter]:
+    """Every dead letter on the topic, oldest first, without the ones already re-driven."""
+    entries: list[DeadLetter] = []
+    redriven: set[str] = set()
+    for _p, _o, key, value in await read_all(_bootstrap(settings), DEADLETTER_TOPIC):
+        if value is None:
+            continue
+        data = orjson.loads(value)
+        if data.get("schema") == "talkstream.redriven/v1":
+            redriven.update(data.get("ids", []))
+            continue
+        try:
+            entries.append(DeadLetter.model_validate(data))
+        except Exception:
+            continue
+    return [e for e in entries if e.id not in redriven]
+
+
+async def redrive(settings: Settings, entries: list[DeadLetter]) -> int:
+    """Re-drive dead letters: change events go back to their change topic, links get a redrive message.
+
+    A marker on the dead-letter topic records which entries were re-driven.
+    """
+    producer = await _producer(settings)
+    done: list[str] = []
+    try:
+        for entry in entries:
+            payload: Any = entry.payload
+            if entry.link_key and entry.flow:
+                await (await producer.send(FLOW_EVENTS, orjson.dumps({"kind": "redrive", "flow": entry.flow}),
+                                           key=entry.link_key.encode()))
+            if isinstance(payload, dict) and payload.get("schema") == "talkstream.change/v1":
+                event = ChangeEvent.model_validate(payload).model_copy(update={"origin": "replay"})
+                await (await producer.send(event.topic, event.to_bytes(), key=event.key))
+            done.append(entry.id)
+        if done:
+            marker = orjson.dumps({"schema": "talkstream.redriven/v1", "ids": done, "at": time.time()})
+            await (await producer.send(DEADLETTER_TOPIC, marker, key=b"redriven"))
+    finally:
+        await producer.stop()
+    return len(done)
+
+
+# --------------------------------------------------------------------------- status
+
+
+async def status(settings: Settings, mapping: Mapping) -> dict[str, Any]:
+    """Per flow: links by status, pending creates, parked, dead letters; last poll per
+    poller (its watermark); consumer lag of the worker group."""
+    bootstrap = _bootstrap(settings)
+    changelog = f"{settings.app_id}-links-changelog"
+    latest: dict[bytes, bytes | None] = {}
+    for _p, _o, key, value in await read_all(bootstrap, changelog, timeout=120):
+        if key is not None:
+            latest[key] = value
+    flows: dict[str, Counter] = {f.id: Counter() for f in mapping.flows}
+    for value in latest.values():
+        if not value:
+            continue
+        link = orjson.loads(value)
+        c = flows.setdefault(link.get("flow", "?"), Counter())
+        c["links"] += 1
+        c[link.get("status", "?")] += 1
+        if link.get("park"):
+            c["parked"] += 1
+        if link.get("blocked"):
+            c["blocked"] += 1
+    for entry in await deadletters(settings):
+        flows.setdefault(entry.flow or f"({entry.stage})", Counter())["deadletters"] += 1
+
+    watermarks: dict[str, Any] = {}
+    for _p, _o, key, value in await read_all(bootstrap, WATERMARK_TOPIC):
+        if key is not None:
+            watermarks[key.decode()] = orjson.loads(value) if value else None
+
+    lag = await consumer_lag(bootstrap, settings.app_id,
+                             [change_topic(s, e) for s, e in entities(mapping)] + [FLOW_EVENTS])
+    return {
+        "flows": {fid: {"links": c["links"], "linked": c["linked"], "pending": c["pending-create"],
+                        "new": c["new"], "deleted": c["deleted"], "parked": c["parked"],
+                        "blocked": c["blocked"], "deadletters": c["deadletters"]}
+                  for fid, c in flows.items()},
+        "pollers": {f"{s}.{e}": _poll_summary(watermarks.get(watermark_key(s, e))) for s, e in entities(mapping)},
+        "lag": lag,
+    }
+
+
+def _poll_summary(mark: dict | None) -> dict[str, Any]:
+    if not mark:
+        return {"watermark": None}
+    for key in ("modified_at", "modified_since", "newest", "version", "marks"):
+        if key in mark:
+            return {"watermark": mark[key]}
+    return {"watermark": mark}
+
+
+async def consumer_lag(bootstrap: str, group: str, topics: list[str]) -> dict[str, int]:
+    """Messages not yet committed by the worker group, per topic (committed() works on the embedded broker)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        out: dict[str, int] = {}
+        for topic in topics:
+            parts = consumer.partitions_for_topic(topic)
+            if parts is None:
+                await consumer._client.force_metadata_update()  # noqa: SLF001
+                parts = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            if not tps:
+                continue
+            ends = await consumer.end_offsets(tps)
+            total = 0
+            for tp in tps:
+                committed = await consumer.committed(tp)
+                total += max(0, ends[tp] - (committed or 0))
+            out[topic] = total
+        return out
+    finally:
+        await consumer.stop()

@@ -1,0 +1,224 @@
+"""End-to-end harness: a fresh embedded broker, both sandbox systems and a real
+worker, each its own process, stopped by PID (also when a test fails).
+
+Tests talk to the systems through their public APIs (the connectors' clients)
+and count requests with ``/_sandbox/stats``.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from connectors.businessnxt.client import BusinessnxtClient
+from connectors.common.httpserver import free_port
+from connectors.customcrm.client import CustomcrmClient
+from streams.embedded_broker import EmbeddedBroker
+from tests.support import wait_until
+
+CRM_TOKEN = "e2e-token"
+CLIENT_ID, CLIENT_SECRET, COMPANY = "e2e-client", "e2e-secret", 1
+
+
+@dataclass
+class Proc:
+    name: str
+    process: subprocess.Popen
+    log: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def kill9(self) -> None:
+        if self.alive():
+            self.process.kill()
+            self.process.wait(10)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@dataclass
+class Pipeline:
+    tmp: Path
+    seed: int = 0  # Customcrm sample records
+    bnxt_seed: int = 0  # Businessnxt rows that exist before the first sync (no flow owns them)
+    webhooks: bool = False
+    env_extra: dict = field(default_factory=dict)
+    broker: EmbeddedBroker | None = None
+    procs: list[Proc] = field(default_factory=list)
+    worker: Proc | None = None
+    crm_url: str = ""
+    bnxt_base: str = ""
+    web_port: int = 0
+    webhook_key: str = "e2e-webhook-key"
+    app_id: str = field(default_factory=lambda: f"e2e-{uuid.uuid4().hex[:6]}")
+    worker_starts: int = 0
+
+    # ---------------------------------------------------------------- processes
+    def _spawn(self, name: str, args: list[str], env: dict | None = None) -> Proc:
+        log = self.tmp / f"{name}.log"
+        fh = open(log, "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", *args], stdout=fh, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})}, cwd=Path(__file__).resolve().parents[2])
+        p = Proc(name, proc, log)
+        self.procs.append(p)
+        return p
+
+    def _healthy(self, proc: Proc, url: str) -> None:
+        def ok() -> bool:
+            assert proc.alive(), f"{proc.name} exited:\n{proc.output()[-3000:]}"
+            try:
+                return httpx.get(url + "/_sandbox/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+        wait_until(ok, timeout=30, message=f"{proc.name} healthy")
+
+    def start(self) -> "Pipeline":
+        self.broker = EmbeddedBroker(log_path=None).start()
+        self.web_port = free_port()
+        crm_port, bnxt_port = free_port(), free_port()
+        crm = self._spawn("customcrm", ["sandbox", "customcrm", "--port", str(crm_port), "--seed", str(self.seed),
+                                        "--token", CRM_TOKEN])
+        args = ["sandbox", "businessnxt", "--port", str(bnxt_port), "--seed", str(self.bnxt_seed), "--client-id",
+                CLIENT_ID, "--client-secret", CLIENT_SECRET, "--company", str(COMPANY)]
+        if self.webhooks:
+            args += ["--webhook-url", f"http://127.0.0.1:{self.web_port}/webhooks/businessnxt"]
+        bnxt = self._spawn("businessnxt", args, env={"TALKSTREAM_SANDBOX_WEBHOOK_KEY": self.webhook_key})
+        self.crm_url = f"http://127.0.0.1:{crm_port}"
+        self.bnxt_base = f"http://127.0.0.1:{bnxt_port}"
+        self._healthy(crm, self.crm_url)
+        self._healthy(bnxt, self.bnxt_base)
+        return self
+
+    def worker_env(self) -> dict:
+        env = {
+            "KAFKA_BROKER": self.broker.url,
+            "TALKSTREAM_SINGLE_RECORD_BATCHES": "on",
+            "TALKSTREAM_APP_ID": self.app_id,
+            "TALKSTREAM_DATA_DIR": str(self.tmp / "data"),
+            "TALKSTREAM_WEB_PORT": str(self.web_port),
+            "TALKSTREAM_PARTITIONS": "4",
+            "TALKSTREAM_POLL_INTERVAL": "0.5",
+            "TALKSTREAM_CUSTOMCRM_URL": self.crm_url,
+            "TALKSTREAM_CUSTOMCRM_TOKEN": CRM_TOKEN,
+            "TALKSTREAM_BUSINESSNXT_URL": self.bnxt_base + "/api/graphql-service",
+            "TALKSTREAM_BUSINESSNXT_TOKEN_URL": self.bnxt_base + "/connect/token",
+            "TALKSTREAM_BUSINESSNXT_CLIENT_ID": CLIENT_ID,
+            "TALKSTREAM_BUSINESSNXT_CLIENT_SECRET": CLIENT_SECRET,
+            "TALKSTREAM_BUSINESSNXT_COMPANY": str(COMPANY),
+            "TALKSTREAM_PARK_TIMEOUT": "20",
+            "TALKSTREAM_ACK_TIMEOUT": "20",
+        }
+        if self.webhooks:
+            env["TALKSTREAM_BUSINESSNXT_WEBHOOK_KEY"] = self.webhook_key
+        env.update(self.env_extra)
+        return env
+
+    def start_worker(self, wait_ready: bool = True) -> Proc:
+        self.worker_starts += 1
+        self.worker = self._spawn(f"worker-{self.worker_starts}", ["worker", "-l", "info"], env=self.worker_env())
+        if wait_ready:
+            wait_until(lambda: "talkstream worker ready" in self.worker.output() or not self.worker.alive(),
+                       timeout=60, message="worker ready")
+            assert self.worker.alive(), self.worker.output()[-5000:]
+        return self.worker
+
+    def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+        """Run a ``talkstream`` command against this pipeline (fails the test on a non-zero exit)."""
+        result = subprocess.run([sys.executable, "-m", "streams.cli", *args], env={**os.environ, **self.worker_env()},
+                                capture_output=True, text=True, timeout=timeout,
+                                cwd=Path(__file__).resolve().parents[2])
+        assert result.returncode == 0, f"talkstream {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        return result
+
+    def resync_all(self) -> None:
+        from streams.mapping import load_mapping
+        from streams.topics import entities
+
+        for system, entity in entities(load_mapping()):
+            self.cli("resync", "--system", system, "--entity", entity)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+        if self.broker is not None:
+            self.broker.stop()
+
+    # ---------------------------------------------------------------- system access
+    def crm(self) -> CustomcrmClient:
+        return CustomcrmClient(self.crm_url, CRM_TOKEN, rate_limit=None)
+
+    def bnxt(self) -> BusinessnxtClient:
+        return BusinessnxtClient(self.bnxt_base + "/api/graphql-service", self.bnxt_base + "/connect/token",
+                                 CLIENT_ID, CLIENT_SECRET, COMPANY, rate_limit_per_min=None)
+
+    def crm_stats(self) -> dict:
+        return httpx.get(self.crm_url + "/_sandbox/stats").json()
+
+    def bnxt_stats(self) -> dict:
+        return httpx.get(self.bnxt_base + "/_sandbox/stats").json()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def crm_all(p: Pipeline, resource: str) -> list[dict]:
+    async with p.crm() as c:
+        out, cursor = [], None
+        while True:
+            items, cursor = await c.list_changes(resource, limit=1000, cursor=cursor)
+            out += items
+            if not cursor or not items:
+                return out
+
+
+async def bnxt_all(p: Pipeline, table: str) -> list[dict]:
+    async with p.bnxt() as b:
+        return await b.read_all(table, page_size=5000)
+
+
+def stamped(rows: list[dict], prefix: str) -> dict[str, list[dict]]:
+    """Businessnxt rows by the Customcrm id in their origin stamp (a list: duplicates show)."""
+    out: dict[str, list[dict]] = {}
+    for row in rows:
+        stamp = row.get("information1") or ""
+        if stamp.startswith(prefix):
+            out.setdefault(stamp[len(prefix):], []).append(row)
+    return out
+
+
+def writes(stats: dict) -> int:
+    """Write requests counted by a sandbox (everything but reads)."""
+    total = 0
+    for label, by_status in stats.get("requests", {}).items():
+        method = label.split(" ", 1)[0]
+        if method in ("POST", "PATCH", "DELETE", "PUT") and "graphql" not in label and "token" not in label:
+            total += sum(by_status.values())
+    return total
+
+
+def wait_for(condition, timeout: float = 120.0, message: str = ""):
+    return wait_until(condition, timeout=timeout, interval=0.25, message=message)
+
+
+def elapsed(t0: float) -> float:
+    return time.monotonic() - t0
