@@ -114,12 +114,15 @@ async def test_every_version_exactly_once_across_a_restart(start_sandbox, kafka,
             await asyncio.sleep(0.002)  # let the pollers interleave with the edits
         stop.set()
         await second_task
-        # catch up to the end of the feed
-        while await second.poll_once():
-            pass
+        # catch up to the end of the feed (a poll that publishes nothing)
+        for _ in range(10):
+            if await second.poll_once() == 0:
+                break
+        else:
+            pytest.fail("the poller keeps publishing: it never reaches the end of the feed")
         final = await all_records(http, "orders")
 
-    assert polls["a"] >= 2 and polls["b"] >= 2, polls
+    assert polls["a"] >= 3 and polls["b"] >= 1, polls
     events = await events_of(broker.bootstrap, kafka["changes"])
     seen = [(e.id, e.version) for e in events]
     assert len(seen) == len(set(seen)), "a record version was published twice"
