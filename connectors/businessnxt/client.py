@@ -68,10 +68,6 @@ def outcome_unknown(exc: BaseException) -> bool:
     return isinstance(exc, ServerError)
 
 
-def _gql_value(v: Any) -> str:
-    return orjson.dumps(v).decode()
-
-
 def table_fields(table: str, *, with_lines: bool = True) -> str:
     """Selection set of every contract field of a table (orders with their lines)."""
     t = TABLES[table]
