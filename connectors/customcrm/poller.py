@@ -174,7 +174,7 @@ class CustomcrmPoller:
         self.watermarks = watermarks
         self.entity = entity
         self.resource = resource_of(entity)
-        self.page_size = page_size
+        self.page_size = min(max(1, page_size), 1000)  # the API's limit range
         self.dead_letters = dead_letters
         self.topic = topic  # override of customcrm.<entity>.changes (tests)
         self.key = watermark_key(SYSTEM, entity)

@@ -940,8 +940,9 @@ def create_app(
     return app
 
 
-def run(host: str = "127.0.0.1", port: int = 0, token: str = "sandbox-token", seed: int = 0) -> None:
+def run(host: str = "127.0.0.1", port: int = 0, token: str = "sandbox-token", seed: int = 0, *,
+        rate_limit: tuple[int, float] | None = (100, 10.0)) -> None:
     """Serve the sandbox in the foreground until Ctrl-C (``talkstream sandbox customcrm``)."""
     from connectors.common.httpserver import serve
 
-    serve(create_app(token=token, seed=seed), host, port)
+    serve(create_app(token=token, seed=seed, rate_limit=rate_limit), host, port)
