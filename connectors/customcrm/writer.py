@@ -6,7 +6,9 @@ relative order) into bulk requests of at most 100 operations. A create carries
 ``command.idempotency_key`` (or, when it has none, the deterministic
 ``command_id``) as its idempotency key, so re-sending a bulk request whose
 outcome is unknown (timeout after the server committed) never creates a
-second record. An update/delete carries ``command.if_version``.
+second record. An update/delete carries ``command.if_version``; an update
+answered ``412`` whose values the record already holds (our own earlier
+attempt committed but its answer was lost) is reported ``ok``, not ``conflict``.
 
 Pure parts: :func:`operation_of` (command -> bulk operation) and
 :func:`result_of` (bulk result -> WriteResult status: ok / retryable /
@@ -108,4 +110,22 @@ class CustomcrmWriter:
                     continue
                 for (i, _), outcome in zip(chunk, outcomes):
                     results[i] = result_of(commands[i], outcome)
+                    if results[i].status == "conflict" and commands[i].op == "update":
+                        results[i] = await self._settle_conflict(resource, commands[i], results[i])
         return [r for r in results if r is not None]
+
+    async def _settle_conflict(self, resource: str, command: WriteCommand, conflict: WriteResult) -> WriteResult:
+        """A 412 on an update whose values are already stored is our own earlier attempt
+        (committed, but the answer was lost) or an identical edit: the write is done."""
+        try:
+            record = await self.client.get(resource, command.target_id)
+        except ApiError:
+            return conflict
+        if already_applied(record, command.data):
+            return _result(command, "ok", target_id=record["Id"], version=str(record["Version"]), record=record)
+        return conflict
+
+
+def already_applied(record: dict, patch: dict) -> bool:
+    """Does ``record`` already hold every value of ``patch`` (and is it not deleted)?"""
+    return not record.get("Deleted") and all(record.get(k) == v for k, v in patch.items())

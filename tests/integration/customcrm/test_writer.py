@@ -122,3 +122,25 @@ async def test_1000_creates_under_faults_make_exactly_1000_records(start_sandbox
     stats = state.control.stats.snapshot()["requests"]["POST /api/v1/products/bulk"]
     # the faults really happened: server errors, hangs and rate limiting
     assert stats.get("500", 0) > 0 and stats.get("599", 0) > 0 and stats.get("429", 0) > 0, stats
+
+
+async def test_a_retried_update_that_already_committed_is_ok_not_a_conflict(start_sandbox):
+    server = start_sandbox(rate_limit=None, random_seed=1)
+    async with CustomcrmClient(server.url, TOKEN, rate_limit=None, timeout=0.3, max_attempts=4,
+                               retry_wait_initial=0.01, retry_wait_max=0.05) as client:
+        writer = CustomcrmWriter(client)
+        created = await writer.apply([create_cmd(i) for i in range(10)])
+        updates = [cmd("update", r.target_id, i, data={"Name": f"new {i}"}, if_version=1)
+                   for i, r in enumerate(created)]
+        httpx.post(server.url + "/_sandbox/faults", json={"timeout_rate": 1.0, "hang_seconds": 1.0})
+        assert {r.status for r in await writer.apply(updates)} == {"retryable"}
+        records = server.app.state.sandbox.store.collections["products"].records
+        assert any(r["Version"] == 2 for r in records.values())  # some committed unheard
+        httpx.delete(server.url + "/_sandbox/faults")
+        results = await writer.apply(updates)
+        assert {r.status for r in results} == {"ok"}
+        assert [r.version for r in results] == ["2"] * 10
+        # a real conflict (someone else changed the value) stays a conflict
+        await client.update("products", created[0].target_id, {"Name": "someone else"})
+        [res] = await writer.apply([cmd("update", created[0].target_id, 99, data={"Name": "mine"}, if_version=2)])
+        assert res.status == "conflict" and "version 3" in res.error

@@ -271,3 +271,12 @@ def test_result_of(outcome, status):
 def test_result_of_a_create_names_the_new_record():
     res = result_of(command("create"), {"status": 201, "record": {"Id": "ord_9", "Version": 1}, "error": None})
     assert (res.target_id, res.version, res.record) == ("ord_9", "1", {"Id": "ord_9", "Version": 1})
+
+
+def test_already_applied():
+    from connectors.customcrm.writer import already_applied
+
+    rec_ = {"Id": "a", "Name": "x", "Price": "1", "Deleted": False}
+    assert already_applied(rec_, {"Name": "x"}) and already_applied(rec_, {})
+    assert not already_applied(rec_, {"Name": "y"})
+    assert not already_applied({**rec_, "Deleted": True}, {"Name": "x"})
