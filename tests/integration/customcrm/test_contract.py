@@ -303,3 +303,8 @@ def test_openapi_and_sandbox_controls(http, sandbox):
     error_of(http.get("/api/v1/products"), 503, "unavailable")
     httpx.delete(sandbox.url + "/_sandbox/faults")
     assert http.get("/api/v1/products").status_code == 200
+
+
+def test_openapi_document_is_valid_openapi_3_1(sandbox):
+    validator = pytest.importorskip("openapi_spec_validator")
+    validator.validate(httpx.get(sandbox.url + "/openapi.json").json())
