@@ -131,14 +131,16 @@ async def test_client_rate_limit_means_no_429_in_a_healthy_run(start_sandbox):
 
 
 async def test_token_is_never_logged(start_sandbox, caplog):
-    server = start_sandbox(rate_limit=None)
+    server = start_sandbox(rate_limit=None, random_seed=11)
     httpx.post(server.url + "/_sandbox/faults", json={"error_rate": 0.5, "status": 503})
     caplog.set_level(logging.DEBUG)
     secret = "s3cr3t-token-value"
     async with CustomcrmClient(server.url, secret, rate_limit=None, max_attempts=3,
                                retry_wait_initial=0.01, retry_wait_max=0.02) as c:
         for _ in range(5):
-            with pytest.raises(AuthError) as exc:
+            # retried 503s (logged), then the 401 -- or the last 503 when all attempts failed
+            with pytest.raises((AuthError, ServerError)) as exc:
                 await c.get("orders", "ord_000001")
             assert secret not in str(exc.value)
-    assert secret not in caplog.text
+    assert "retry" in caplog.text.lower()  # the retries were logged...
+    assert secret not in caplog.text  # ...without the token
