@@ -55,7 +55,7 @@ class Policy:
     park_backoff_max: float = 5.0
     write_retry_max: int = 8  # attempts of a retryable write before dead-lettering
     write_backoff_max: float = 30.0
-    ack_timeout: float = 60.0  # re-send a write that got no result in this time
+    ack_timeout: float = 30.0  # re-send a write that got no result in this time
     settings: Any = None  # for setting-based properties (internal_customer_no)
 
 
@@ -431,12 +431,16 @@ def _apply_delete(out: Outcome, flow: Flow, side: str, event: ChangeEvent, now: 
 def _park(out: Outcome, flow: Flow, now: float, missing: Iterable[str], policy: Policy, *,
           event: ChangeEvent | None = None) -> Outcome:
     link = out.link
-    park = link["park"] or {"since": now, "attempts": 0}
+    park = link["park"] or {"since": now, "last": now, "waited": 0.0, "attempts": 0}
     park["attempts"] += 1
+    # time spent waiting while a worker ran: a stopped or crashed worker does not use up the bound
+    park["waited"] = park.get("waited", 0.0) + min(max(0.0, now - park.get("last", now)),
+                                                   policy.park_backoff_max + 1.0)
+    park["last"] = now
     park["missing"] = sorted(set(missing))
     if event is not None:
         park["event"] = event.model_dump(mode="json", by_alias=True)
-    if now - park["since"] >= policy.park_timeout:
+    if park["waited"] >= policy.park_timeout:
         link["park"] = None
         link["blocked"] = True
         payload = park.get("event") or {"link": link["key"], "base": {k: v[0] for k, v in link["base"].items()}}
@@ -506,11 +510,20 @@ def _finish(out: Outcome, flow: Flow, now: float, refs: RefResolver | None, poli
         _update(out, flow, SOURCE, now, refs, policy)
 
     if out.wake_at is None:
-        wakes = [s["at"] + policy.ack_timeout for s in link["inflight"].values()]
-        if link["park"]:
-            wakes.append(link["park"]["next"])
-        out.wake_at = min(wakes) if wakes else None
+        out.wake_at = next_wake(link, policy)
     return out
+
+
+def next_wake(link: dict, policy: Policy) -> float | None:
+    """When this link needs a tick, from its state alone (None: never)."""
+    if link["status"] == DELETED or link.get("blocked"):
+        return None
+    wakes = [s["at"] + policy.ack_timeout for s in link["inflight"].values()]
+    if link["park"]:
+        wakes.append(link["park"]["next"])
+    if link.get("retry_at"):
+        wakes.append(link["retry_at"])
+    return min(wakes) if wakes else None
 
 
 def _create_target(out: Outcome, flow: Flow, now: float, refs: RefResolver | None, policy: Policy) -> None:

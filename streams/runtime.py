@@ -7,6 +7,7 @@ settings, and closes them on shutdown. Agents and timers get it through
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Callable
 
@@ -69,8 +70,10 @@ class Runtime(Service):
         self.webhook: WebhookReceiver | None = None
         self.producer = None
         self.deadletters: DeadLetterPublisher | None = None
+        self.ready = asyncio.Event()  # set once everything is built
 
     async def on_start(self) -> None:
+        log.info("runtime: connecting to the systems")
         s = self.settings
         bootstrap = bootstrap_servers(s.broker_url())
         self.producer = make_producer(bootstrap, single_record_batches=self.single_record_batches())
@@ -109,6 +112,8 @@ class Runtime(Service):
             self.webhook = WebhookReceiver(self.businessnxt, publisher, s.businessnxt_webhook_key.get_secret_value(),
                                            timezone=s.timezone, dead_letters=self.deadletters,
                                            upserts=s.webhook_upserts)
+        self.ready.set()
+        log.info("runtime: ready (%d pollers%s)", len(self.pollers), ", webhooks on" if self.webhook else "")
 
     async def on_stop(self) -> None:
         for client in (self.customcrm, self.businessnxt):

@@ -54,10 +54,10 @@ class Settings(BaseSettings):
     poll_page_size: int = Field(default=500, ge=1, le=1000, description="Records per page when polling.")
     sink_batch_size: int = Field(default=100, ge=1, le=100, description="Commands per write request.")
     sink_batch_wait: float = Field(default=0.05, ge=0, description="Seconds a sink waits to fill a batch.")
-    park_timeout: float = Field(default=300.0, gt=0, description="Seconds an order waits for its products "
-                                "to be linked before it is dead-lettered.")
+    park_timeout: float = Field(default=300.0, gt=0, description="Seconds (of worker uptime) an order waits "
+                                "for its products to be linked before it is dead-lettered.")
     write_retry_max: int = Field(default=8, ge=1, description="Attempts of a retryable write before dead-lettering.")
-    ack_timeout: float = Field(default=60.0, gt=0, description="Seconds before a write with no result is re-sent.")
+    ack_timeout: float = Field(default=30.0, gt=0, description="Seconds before a write with no result is re-sent.")
     customcrm_rate_limit: float = Field(default=9.0, gt=0, description="Customcrm requests per second (client side).")
     businessnxt_rate_limit: int = Field(default=540, gt=0, description="Business NXT requests per minute (client side).")
     webhook_upserts: bool = Field(default=True, description="Webhooks publish upserts too (not only deletes).")

@@ -165,9 +165,10 @@ async def link_agent(stream):
         if kind in ("tick", "redrive") and state is None:
             continue
         links[key] = outcome.link
-        if outcome.wake_at is not None:
-            if timers.get(key) != outcome.wake_at:
-                timers[key] = outcome.wake_at
+        wake_at = engine.next_wake(outcome.link, POLICY)
+        if wake_at is not None:
+            if timers.get(key) != wake_at:
+                timers[key] = wake_at
         elif timers.get(key) is not None:
             del timers[key]
         for source_id, target_id in outcome.refs:
@@ -213,6 +214,7 @@ def _make_sink(system: str, entity: str):
             if not commands:
                 continue
             metrics.EVENTS_IN.labels(topic.get_topic_name()).inc(len(commands))
+            await runtime.ready.wait()
             started = time.monotonic()
             results = await runtime.writers[system].apply(commands)
             metrics.API_LATENCY.labels(system, entity).observe(time.monotonic() - started)
@@ -254,6 +256,8 @@ async def wake_links() -> None:
 
 def _make_poll_timer(system: str, entity: str):
     async def poll() -> None:
+        if not runtime.ready.is_set():
+            return
         poller = runtime.pollers.get((system, entity))
         if poller is None:
             return
@@ -283,6 +287,7 @@ async def metrics_view(web: View, request: Request) -> Response:
 @app.page("/webhooks/businessnxt")
 class BusinessnxtWebhook(View):
     async def post(self, request: Request) -> Response:
+        await runtime.ready.wait()
         if runtime.webhook is None:
             return self.json({"error": "webhooks are off (TALKSTREAM_BUSINESSNXT_WEBHOOK_KEY is unset)"},
                              status=404)

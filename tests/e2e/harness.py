@@ -124,8 +124,8 @@ class Pipeline:
             "TALKSTREAM_BUSINESSNXT_CLIENT_ID": CLIENT_ID,
             "TALKSTREAM_BUSINESSNXT_CLIENT_SECRET": CLIENT_SECRET,
             "TALKSTREAM_BUSINESSNXT_COMPANY": str(COMPANY),
-            "TALKSTREAM_PARK_TIMEOUT": "20",
-            "TALKSTREAM_ACK_TIMEOUT": "20",
+            "TALKSTREAM_PARK_TIMEOUT": "60",
+            "TALKSTREAM_ACK_TIMEOUT": "10",
         }
         if self.webhooks:
             env["TALKSTREAM_BUSINESSNXT_WEBHOOK_KEY"] = self.webhook_key

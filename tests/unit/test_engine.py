@@ -190,7 +190,16 @@ def test_order_with_unlinked_product_parks_then_syncs():
 def test_parked_past_its_bound_is_dead_lettered_with_the_missing_ids():
     refs = DictRefResolver({})
     out = handle_change(None, ORDER, crm_order(), "order-order:ord_1", now=0, refs=refs, policy=POLICY)
-    dead = handle_tick(out.link, ORDER, now=61, refs=refs, policy=POLICY)
+    # a long pause (the worker was down) does not use up the bound ...
+    out = handle_tick(out.link, ORDER, now=1000, refs=refs, policy=POLICY)
+    assert out.deadletters == [] and "park" in out.actions
+    # ... waiting while running does
+    now = 1000
+    while not out.deadletters:
+        now = out.wake_at
+        out = handle_tick(out.link, ORDER, now=now, refs=refs, policy=POLICY)
+        assert now < 1000 + 2 * POLICY.park_timeout
+    dead = out
     assert dead.commands == []
     (dl,) = dead.deadletters
     assert dl.error_type == "unknown_reference" and "prd_1" in dl.reason and dl.flow == "order-order"
@@ -291,3 +300,11 @@ def test_replay_in_sync_makes_no_write():
     replay = crm_order().model_copy(update={"origin": "replay"})
     out = handle_change(link, ORDER, replay, "order-order:ord_1", now=5, refs=REFS, policy=POLICY)
     assert out.commands == []
+
+
+def test_a_skipped_redelivery_keeps_the_parked_link_awake():
+    refs = DictRefResolver({})
+    out = handle_change(None, ORDER, crm_order(), "order-order:ord_1", now=0, refs=refs, policy=POLICY)
+    again = handle_change(out.link, ORDER, crm_order(), "order-order:ord_1", now=1, refs=refs, policy=POLICY)
+    assert "skip:stale" in again.actions or "park" in again.actions
+    assert engine.next_wake(again.link, POLICY) is not None

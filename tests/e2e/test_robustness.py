@@ -1,0 +1,130 @@
+"""References wait, crashes leave no duplicates, bad input is dead-lettered
+(invariants 1, 6 and 7), end to end."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from tests.e2e.harness import bnxt_all, crm_all, run, stamped, wait_for
+from tests.e2e.test_seeded_start import assert_in_sync
+
+pytestmark = pytest.mark.e2e
+
+
+def crm_create(p, resource, data):
+    async def go():
+        async with p.crm() as c:
+            return await c.create(resource, data)
+    return run(go())
+
+
+def deadletters(p) -> list[dict]:
+    return json.loads(p.cli("deadletters", "list", "--json").stdout)
+
+
+def test_order_waits_for_its_product_then_syncs(pipeline_factory):
+    """An order whose product is created in the same run (and linked after the order
+    arrives) parks, then syncs once the product link exists."""
+    import httpx
+
+    p = pipeline_factory(seed=0)
+    p.start_worker()
+    # the ERP answers slowly for a while, so the product's link is made well after the order arrives
+    httpx.post(p.bnxt_base + "/_sandbox/faults", json={"latency_ms": 2500}).raise_for_status()
+    product = crm_create(p, "products", {"Sku": "LATE-1", "Name": "Created in the same run", "Price": "2.00"})
+    order = crm_create(p, "orders", {"Name": "Waits for its product", "CustomerNo": 10001,
+                                     "OrderDate": "2026-11-25",
+                                     "Lines": [{"LineNo": 1, "ProductId": product["Id"], "Quantity": "1",
+                                                "UnitPrice": "2.00"}]})
+    wait_for(lambda: _metric(p, 'talkstream_parked_total{flow="order-order"}') >= 1, timeout=60,
+             message="the order parked")
+    httpx.delete(p.bnxt_base + "/_sandbox/faults").raise_for_status()
+
+    def order_synced():
+        rows = stamped(run(bnxt_all(p, "order")), "customcrm:order:").get(order["Id"], [])
+        return len(rows) == 1 and [l["productNo"] for l in rows[0]["orderLines"]] == ["LATE-1"]
+    wait_for(order_synced, timeout=60, message="parked order synced")
+    assert deadletters(p) == []
+
+
+def _metric(p, name: str) -> float:
+    import httpx
+
+    try:
+        text = httpx.get(f"http://127.0.0.1:{p.web_port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_bad_records_are_dead_lettered_and_the_rest_syncs(pipeline_factory):
+    p = pipeline_factory(seed=5, env_extra={"TALKSTREAM_PARK_TIMEOUT": "3"})
+    p.start_worker()
+    # an order whose product is never linked (unknown reference past its bound) ...
+    ghost = crm_create(p, "orders", {"Name": "Ghost line", "CustomerNo": 10001, "OrderDate": "2026-11-25",
+                                     "Lines": [{"LineNo": 1, "ProductId": "prd_does_not_exist", "Quantity": "1",
+                                                "UnitPrice": "1"}]}) if _crm_accepts_unknown_products(p) else None
+    # ... and an order the ERP rejects (unknown customer): a permanent API error
+    rejected = crm_create(p, "orders", {"Name": "Bad customer", "CustomerNo": 99999, "OrderDate": "2026-11-25"})
+    good = crm_create(p, "orders", {"Name": "Good one", "CustomerNo": 10002, "OrderDate": "2026-11-25"})
+
+    def dead_keys():
+        return {d["link_key"]: d for d in deadletters(p)}
+    wanted = {f"order-order:{rejected['Id']}"} | ({f"order-order:{ghost['Id']}"} if ghost else set())
+    wait_for(lambda: wanted <= set(dead_keys()), timeout=90, message="dead letters written")
+    dead = dead_keys()
+    assert "customer" in dead[f"order-order:{rejected['Id']}"]["reason"]
+    if ghost:
+        entry = dead[f"order-order:{ghost['Id']}"]
+        assert entry["error_type"] == "unknown_reference" and "prd_does_not_exist" in entry["reason"]
+    wait_for(lambda: good["Id"] in stamped(run(bnxt_all(p, "order")), "customcrm:order:"), timeout=60,
+             message="the good record still syncs")
+    wait_for(lambda: _synced_except(p, wanted), timeout=60, message="seeded records in sync")
+
+
+def _crm_accepts_unknown_products(p) -> bool:
+    import httpx
+
+    r = httpx.post(p.crm_url + "/api/v1/orders", headers={"Authorization": "Bearer e2e-token"},
+                   json={"Name": "probe", "CustomerNo": 10001, "OrderDate": "2026-11-25",
+                         "Lines": [{"LineNo": 1, "ProductId": "prd_nope", "Quantity": "1", "UnitPrice": "1"}]})
+    if r.status_code == 201:
+        httpx.delete(p.crm_url + f"/api/v1/orders/{r.json()['Id']}", headers={"Authorization": "Bearer e2e-token"})
+        return True
+    return False
+
+
+def _synced_except(p, dead_keys) -> bool:
+    orders = [o for o in run(crm_all(p, "orders")) if f"order-order:{o['Id']}" not in dead_keys and not o["Deleted"]]
+    rows = stamped(run(bnxt_all(p, "order")), "customcrm:order:")
+    return all(len(rows.get(o["Id"], [])) == 1 for o in orders)
+
+
+def test_kill_9_during_initial_load_leaves_no_duplicates(pipeline_factory):
+    seed = 120
+    p = pipeline_factory(seed=seed)
+    rnd = random.Random(7)
+    for _ in range(3):
+        p.start_worker()
+        target = rnd.randint(5, seed)
+        wait_for(lambda: p.bnxt_stats()["rows"]["order"] + p.bnxt_stats()["rows"]["product"] >= target
+                 or p.bnxt_stats()["rows"]["order"] >= seed + seed // 10, timeout=120, message="some progress")
+        p.worker.kill9()
+    p.start_worker()
+    wait_for(lambda: p.bnxt_stats()["rows"]["order"] >= seed + seed // 10 and
+             p.bnxt_stats()["rows"]["product"] >= seed, timeout=180, message="load completes")
+
+    def converged():
+        try:
+            assert_in_sync(p)
+            return True
+        except AssertionError:
+            return False
+    wait_for(converged, timeout=120, message="converged")
+    rows = p.bnxt_stats()["rows"]
+    assert rows["order"] == seed + seed // 10 and rows["product"] == seed  # no duplicates
