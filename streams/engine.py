@@ -222,6 +222,12 @@ def handle_change(link: dict | None, flow: Flow, event: ChangeEvent, key: str, *
             out.refs.append((event.id, link["ids"][TARGET]))
 
     _merge(out, flow, side, values, _ts(event.modified_at), replay)
+    if replay and side == SOURCE and link["status"] == LINKED and link["ids"][TARGET]:
+        # replay verifies the target: the writer compares before it writes, so a target in
+        # sync costs a read and no write, and one changed or removed behind our back is repaired
+        link["rep"][TARGET] = {}
+        link["wrote"][TARGET] = {}
+        out.actions.append("verify")
     return _finish(out, flow, now, refs, policy)
 
 

@@ -126,11 +126,51 @@ class Supervisor:
             self.say(f"Businessnxt sandbox: {url}/api/graphql-service  (client {client_id} / {client_secret}, "
                      f"company {company}, token endpoint {url}/connect/token, pid {child.pid})")
 
-    def start_worker(self, loglevel: str = "info") -> Child:
-        child = self.spawn("worker", ["worker", "-l", loglevel, "--without-web"]
-                           if not self.settings.web_enabled else ["worker", "-l", loglevel])
-        self.say(f"worker started (pid {child.pid})")
+    def start_worker(self, loglevel: str = "info", logfile: str | None = None) -> Child:
+        args = ["worker", "-l", loglevel]
+        if logfile:
+            args += ["-f", logfile]
+        if not self.settings.web_enabled:
+            args.append("--without-web")
+        child = self.spawn("worker", args)
+        self.say(f"worker started (pid {child.pid})" + (f", log: {logfile}" if logfile else ""))
         return child
+
+    def _watch(self, worker: Child, stop_requested: dict, tty: bool) -> int | None:
+        """Show progress until a stop is requested (None) or the worker dies (its exit code)."""
+        from rich.live import Live
+
+        from streams.progress import Progress
+
+        progress = Progress(f"http://{self.settings.web_host}:{self.settings.web_port}/status")
+        live = Live(refresh_per_second=2, console=progress.console, transient=False) if tty else None
+        last_line = 0.0
+        try:
+            if live:
+                live.start()
+            while stop_requested["signal"] is None:
+                if not worker.alive():
+                    self.say(f"worker exited with code {worker.process.returncode}")
+                    return worker.process.returncode or 1
+                status = progress.fetch() if self.settings.web_enabled else None
+                if status:
+                    progress.update(status)
+                    message = progress.announce(status)
+                    if live:
+                        live.update(progress.table(status))
+                        if message:
+                            live.console.print(message)
+                    else:
+                        if message:
+                            self.say(message)
+                        if time.monotonic() - last_line >= 10:
+                            self.say(progress.line(status))
+                            last_line = time.monotonic()
+                time.sleep(0.5)
+            return None
+        finally:
+            if live:
+                live.stop()
 
     def stop(self) -> None:
         for child in reversed(self.children):
@@ -158,14 +198,14 @@ class Supervisor:
             except (EmbeddedBrokerError, RuntimeError) as exc:
                 self.say(f"error: {exc}")
                 return 2
-            worker = self.start_worker(loglevel)
-            while stop_requested["signal"] is None:
-                if not worker.alive():
-                    self.say(f"worker exited with code {worker.process.returncode}")
-                    return worker.process.returncode or 1
-                time.sleep(0.2)
-            self.say("stopping ...")
-            return 0
+            tty = sys.stdout.isatty()
+            logfile = os.path.join(self.settings.data_dir, "worker.log") if tty else None
+            worker = self.start_worker(loglevel, logfile)
+            code = self._watch(worker, stop_requested, tty)
+            if code is None:
+                self.say("stopping ...")
+                return 0
+            return code
         finally:
             self.stop()
             signal.signal(signal.SIGINT, old_int)

@@ -296,6 +296,47 @@ class BusinessnxtWebhook(View):
         return self.json(payload, status=status)
 
 
+def local_status() -> dict:
+    """What this worker holds and has done (its partitions only)."""
+    flows: dict[str, dict[str, int]] = {f.id: {"links": 0, "linked": 0, "pending": 0, "parked": 0, "blocked": 0,
+                                               "deleted": 0} for f in mapping.flows}
+    for key, link in list(links.items()):
+        if not link:
+            continue
+        row = flows.setdefault(link["flow"], {"links": 0, "linked": 0, "pending": 0, "parked": 0, "blocked": 0,
+                                              "deleted": 0})
+        row["links"] += 1
+        status = link["status"]
+        if status == engine.LINKED:
+            row["linked"] += 1
+        elif status == engine.PENDING:
+            row["pending"] += 1
+        elif status == engine.DELETED:
+            row["deleted"] += 1
+        if link.get("park"):
+            row["parked"] += 1
+        if link.get("blocked"):
+            row["blocked"] += 1
+    for fid, row in flows.items():
+        for name in ("linked", "pending", "parked", "blocked", "deleted"):
+            metrics.LINKS.labels(fid, name).set(row[name])
+    return {
+        "flows": flows,
+        "events_in": sum(s.value for m in metrics.EVENTS_IN.collect() for s in m.samples
+                         if s.name.endswith("_total")),
+        "deadletters": sum(s.value for m in metrics.DEADLETTERS.collect() for s in m.samples
+                           if s.name.endswith("_total")),
+        "last_poll": {f"{s.labels['system']}.{s.labels['entity']}": s.value
+                      for m in metrics.LAST_POLL.collect() for s in m.samples},
+        "ready": runtime.ready.is_set(),
+    }
+
+
+@app.page("/status")
+async def status_view(web: View, request: Request) -> Response:
+    return web.json(local_status())
+
+
 @app.page("/health")
 async def health_view(web: View, request: Request) -> Response:
     return web.json({"status": "ok"})

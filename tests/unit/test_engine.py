@@ -295,11 +295,13 @@ def test_lost_result_is_resent_after_ack_timeout():
     assert again.commands[0].idempotency_key == out.commands[0].idempotency_key
 
 
-def test_replay_in_sync_makes_no_write():
+def test_replay_verifies_the_target_with_a_compare_before_write_update():
     link, t_ack = linked_order()
     replay = crm_order().model_copy(update={"origin": "replay"})
     out = handle_change(link, ORDER, replay, "order-order:ord_1", now=5, refs=REFS, policy=POLICY)
-    assert out.commands == []
+    # one verifying update carrying the agreed values; the writer skips it when nothing differs
+    (cmd,) = out.commands
+    assert cmd.op == "update" and cmd.data["name"] == "First order" and "verify" in out.actions
 
 
 def test_a_skipped_redelivery_keeps_the_parked_link_awake():
