@@ -80,7 +80,7 @@ class Runtime(Service):
         await self.producer.start()
         publisher = KafkaPublisher(self.producer)
         self.deadletters = DeadLetterPublisher(self.producer)
-        watermarks = WatermarkStore(bootstrap, self.producer)
+        watermarks = self.watermarks = WatermarkStore(bootstrap, self.producer)
         await watermarks.ensure()
 
         self.customcrm = CustomcrmClient(
@@ -116,6 +116,8 @@ class Runtime(Service):
         log.info("runtime: ready (%d pollers%s)", len(self.pollers), ", webhooks on" if self.webhook else "")
 
     async def on_stop(self) -> None:
+        if getattr(self, "watermarks", None) is not None:
+            await self.watermarks.close()
         for client in (self.customcrm, self.businessnxt):
             if client is not None:
                 await client.aclose()

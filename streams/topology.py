@@ -150,8 +150,9 @@ async def link_agent(stream):
                 outcome = engine.handle_change(state, flow, change, key, now=now, refs=REFS, policy=POLICY)
             elif kind == "result":
                 result = WriteResult.model_validate(message["result"])
+                sent = (state or {}).get("inflight", {}).get(result.command_id)
                 outcome = engine.handle_result(state, flow, result, now=now, refs=REFS, policy=POLICY)
-                _observe_result(flow.id, state, result, now)
+                _observe_result(flow.id, sent, result, now)
             elif kind == "redrive":
                 outcome = engine.redrive(state, flow, now=now, refs=REFS, policy=POLICY)
             else:
@@ -186,10 +187,9 @@ async def link_agent(stream):
             await _dead_letter(entry)
 
 
-def _observe_result(flow_id: str, state: dict | None, result: WriteResult, now: float) -> None:
+def _observe_result(flow_id: str, sent: dict | None, result: WriteResult, now: float) -> None:
     metrics.WRITES.labels(result.system, result.op, result.status).inc()
-    if result.status == "ok" and state:
-        sent = state.get("inflight", {}).get(result.command_id)
+    if result.status == "ok":
         if sent and sent.get("src_t"):
             metrics.SYNC_LATENCY.labels(flow_id).observe(max(0.0, now - sent["src_t"]))
 
@@ -274,6 +274,22 @@ def _make_poll_timer(system: str, entity: str):
 
 
 pollers = {pair: _make_poll_timer(*pair) for pair in ENTITIES}
+
+
+@app.timer(interval=settings.poll_interval, on_leader=True, name="watch-watermarks")
+async def watch_watermarks() -> None:
+    """After ``talkstream resync`` wrote a watermark, every poller reloads its own."""
+    if not runtime.ready.is_set():
+        return
+    try:
+        changed = await runtime.watermarks.changed_elsewhere()
+    except Exception as exc:
+        log.warning("watermark check failed: %s", exc)
+        return
+    if changed:
+        log.info("watermarks changed outside this worker (resync): pollers reload them")
+        for poller in runtime.pollers.values():
+            poller.invalidate()
 
 
 # --------------------------------------------------------------------------- web

@@ -230,6 +230,11 @@ class BusinessnxtPoller:
                      events[-1].version)
         return len(events)
 
+    def invalidate(self) -> None:
+        """Forget the cached watermark: the next poll loads it from Kafka again (after a resync)."""
+        self._wm = None
+        self._loaded = False
+
     async def reset(self) -> None:
         """Forget the watermark: the next poll is a full read."""
         await self.watermarks.save(self.key, None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from connectors.common.kafka import ensure_topics, read_all
 from schemas import codec
@@ -29,6 +29,8 @@ class WatermarkStore:
         self.bootstrap = bootstrap
         self.producer = producer
         self.topic = topic
+        self._expected_end: int | None = None  # end offset after our own latest save
+        self._consumer: AIOKafkaConsumer | None = None
 
     async def ensure(self) -> None:
         await ensure_topics(self.bootstrap, [self.topic], compact=[self.topic])
@@ -53,4 +55,29 @@ class WatermarkStore:
         """
         payload = codec.dumps(value) if value is not None else None
         fut = await self.producer.send(self.topic, payload, key=key.encode())
-        await fut
+        meta = await fut
+        if meta is not None and meta.partition == 0:
+            self._expected_end = max(self._expected_end or 0, meta.offset + 1)
+
+    async def changed_elsewhere(self) -> bool:
+        """Did someone else (``talkstream resync``) write a watermark since our last save?
+
+        Cheap: one ListOffsets request. The first call only records the position.
+        """
+        if self._consumer is None:
+            self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+            await self._consumer.start()
+        tp = TopicPartition(self.topic, 0)
+        end = (await self._consumer.end_offsets([tp]))[tp]
+        if self._expected_end is None:
+            self._expected_end = end
+            return False
+        if end > self._expected_end:
+            self._expected_end = end
+            return True
+        return False
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None

@@ -213,6 +213,10 @@ class CustomcrmPoller:
             if not items or cursor is None:
                 return published
 
+    def invalidate(self) -> None:
+        """Forget the cached watermark: the next poll loads it from Kafka again (after a resync)."""
+        self._watermark = None
+
     async def reset(self) -> None:
         """Forget the watermark (tombstone): the next poll re-reads the whole feed."""
         await self.watermarks.save(self.key, None)
