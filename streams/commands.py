@@ -79,6 +79,13 @@ def _mapping():
     return load_mapping(get_settings().mapping_file)
 
 
+def _console():
+    """A rich console; wide when writing to a file or a pipe (no wrapping of ids)."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=240)
+
+
 def _fail(message: str) -> None:
     print(f"talkstream: {message}", file=sys.stderr)
     raise SystemExit(2)
@@ -162,7 +169,7 @@ def deadletters(self, action: str, flow_id: str | None, ids: tuple[str, ...], as
     for e in entries:
         table.add_row(e.id[:12], e.failed_at.strftime("%Y-%m-%d %H:%M:%S"), e.stage, e.flow or "-",
                       e.link_key or e.record_id or "-", str(e.attempts), e.reason)
-    Console().print(table)
+    _console().print(table)
     return 0
 
 
@@ -188,7 +195,7 @@ def status(self, as_json: bool) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = _console()
     flows = Table(title="flows")
     cols = ("links", "linked", "pending", "parked", "blocked", "deleted", "deadletters")
     flows.add_column("flow")

@@ -19,10 +19,10 @@ def _dead(p) -> list[dict]:
 
 
 def test_deadletter_redrive_after_the_fix(pipeline_factory):
-    p = pipeline_factory(seed=3)
+    p = pipeline_factory(seed=3, env_extra={"TALKSTREAM_WRITE_RETRY_MAX": "2"})
     p.start_worker()
     wait_for(lambda: p.bnxt_stats()["rows"]["order"] >= 3, timeout=60, message="initial sync")
-    # the ERP rejects every request for a while: the write fails permanently -> dead letter
+    # the ERP fails every request for a while: the write's retries run out -> dead letter
     httpx.post(p.bnxt_base + "/_sandbox/faults", json={"error_rate": 1.0, "status": 400}).raise_for_status()
 
     async def create():
