@@ -24,7 +24,7 @@ run: $(STAMP)
 
 ## test: the whole test suite (unit, integration, end-to-end, chaos)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 ## test-chaos: only the chaos / bad-input suite
 test-chaos: $(STAMP)

@@ -178,6 +178,8 @@ async def status(settings: Settings, mapping: Mapping) -> dict[str, Any]:
         if not value:
             continue
         link = orjson.loads(value)
+        if not (link.get("ids") or {}).get("customcrm"):
+            continue  # a target record no source record has (yet): not a link
         c = flows.setdefault(link.get("flow", "?"), Counter())
         c["links"] += 1
         c[link.get("status", "?")] += 1

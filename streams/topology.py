@@ -317,8 +317,8 @@ def local_status() -> dict:
     flows: dict[str, dict[str, int]] = {f.id: {"links": 0, "linked": 0, "pending": 0, "parked": 0, "blocked": 0,
                                                "deleted": 0} for f in mapping.flows}
     for key, link in list(links.items()):
-        if not link:
-            continue
+        if not link or not link["ids"].get(engine.SOURCE):
+            continue  # a target record no source record has (yet): not a link
         row = flows.setdefault(link["flow"], {"links": 0, "linked": 0, "pending": 0, "parked": 0, "blocked": 0,
                                               "deleted": 0})
         row["links"] += 1

@@ -1,0 +1,87 @@
+"""`talkstream run` (what `make run` starts): broker, sandboxes and worker from
+nothing, "all flows linked", the printed curl edit reaches Businessnxt, and
+Ctrl-C leaves no process behind."""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from connectors.common.httpserver import free_port
+from tests.support import wait_until
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie of ours counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_run_syncs_the_seeded_sandboxes_and_stops_cleanly(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TALKSTREAM_", "KAFKA_"))}
+    env.update(TALKSTREAM_DATA_DIR=str(tmp_path / "data"), TALKSTREAM_WEB_PORT=str(free_port()),
+               TALKSTREAM_POLL_INTERVAL="0.5")
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "run", "--seed", "20"], stdout=out,
+                                stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    try:
+        text = lambda: log.read_text(errors="replace")  # noqa: E731
+        wait_until(lambda: "all flows linked" in text() or proc.poll() is not None, timeout=120,
+                   message="all flows linked")
+        assert proc.poll() is None, text()[-3000:]
+        output = text()
+        broker_pid = int(re.search(r"embedded broker listening on \S+ \(pid (\d+)\)", output).group(1))
+        pids = [int(x) for x in re.findall(r"pid (\d+)", output)]
+        curl = next(line.split("try an edit:", 1)[1].strip() for line in output.splitlines() if "try an edit:" in line)
+        # run the printed example (as a person would), then see it in Businessnxt
+        args = shlex.split(curl)
+        url = args[-1]
+        headers = {args[i + 1].split(":", 1)[0]: args[i + 1].split(":", 1)[1].strip()
+                   for i, a in enumerate(args) if a == "-H"}
+        body = args[args.index("-d") + 1]
+        assert httpx.patch(url, headers=headers, content=body).status_code == 200
+        bnxt_url = re.search(r"Businessnxt sandbox: (\S+)/api/graphql-service", output).group(1)
+        order_id = url.rsplit("/", 1)[1]
+
+        def arrived():
+            token = httpx.post(bnxt_url + "/connect/token", data={
+                "grant_type": "client_credentials", "client_id": "sandbox-client", "client_secret": "sandbox-secret",
+                "scope": "business-graphql-service-api:access-group-based"}).json()["access_token"]
+            q = ('{ useCompany(no: 1) { order(filter: {information1: {_eq: "customcrm:order:%s"}}) '
+                 '{ items { name } } } }' % order_id)
+            r = httpx.post(bnxt_url + "/api/graphql-service", json={"query": q},
+                           headers={"Authorization": f"Bearer {token}"}).json()
+            items = r["data"]["useCompany"]["order"]["items"]
+            return items and items[0]["name"] == "Edited in Customcrm"
+        wait_until(arrived, timeout=15, interval=0.25, message="the curl edit reached Businessnxt")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+    assert proc.returncode == 0
+    assert "embedded broker stopped" in log.read_text()
+    wait_until(lambda: not any(_alive(pid) for pid in [broker_pid, *pids]), timeout=15,
+               message="every started process is gone")
