@@ -43,6 +43,7 @@ def run(self, worker_loglevel: str, seed: int) -> int:
     option("--port", type=int, default=0, help="Port (0: a free one)."),
     option("--seed", type=int, default=0, help="Seed N sample records, deterministic."),
     option("--token", default="sandbox-token", help="Customcrm: the accepted bearer token."),
+    option("--rate-limit", default="100/10", help="Customcrm: requests per seconds per token, e.g. 100/10, or off."),
     option("--client-id", default="sandbox-client", help="Businessnxt: OAuth2 client id."),
     option("--client-secret", default="sandbox-secret", help="Businessnxt: OAuth2 client secret."),
     option("--company", type=int, default=1, help="Businessnxt: company number."),
@@ -52,14 +53,23 @@ def run(self, worker_loglevel: str, seed: int) -> int:
     option("--timezone", default="Europe/Oslo", help="Businessnxt: server time zone."),
     base=SyncCommand,
 )
-def sandbox(self, system: str, host: str, port: int, seed: int, token: str, client_id: str,
+def sandbox(self, system: str, host: str, port: int, seed: int, token: str, rate_limit: str, client_id: str,
             client_secret: str, company: int, webhook_url: str | None, webhook_key: str | None,
             timezone: str) -> int:
     """Run one sandbox system (customcrm or businessnxt) as an HTTP server."""
     if system == "customcrm":
         from connectors.customcrm.sandbox import run as run_customcrm
 
-        run_customcrm(host=host, port=port, token=token, seed=seed)
+        if rate_limit == "off":
+            limit = None
+        else:
+            try:
+                count, _, seconds = rate_limit.partition("/")
+                limit = (int(count), float(seconds or 1))
+            except ValueError:
+                print(f"--rate-limit must look like 100/10 or off, not {rate_limit!r}", file=sys.stderr)
+                return 2
+        run_customcrm(host=host, port=port, token=token, seed=seed, rate_limit=limit)
     elif system == "businessnxt":
         from connectors.businessnxt.sandbox import run as run_businessnxt
 

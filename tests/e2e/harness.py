@@ -61,6 +61,7 @@ class Pipeline:
     seed: int = 0  # Customcrm sample records
     bnxt_seed: int = 0  # Businessnxt rows that exist before the first sync (no flow owns them)
     webhooks: bool = False
+    crm_rate_limit: str = "100/10"
     env_extra: dict = field(default_factory=dict)
     broker: EmbeddedBroker | None = None
     procs: list[Proc] = field(default_factory=list)
@@ -96,7 +97,7 @@ class Pipeline:
         self.web_port = free_port()
         crm_port, bnxt_port = free_port(), free_port()
         crm = self._spawn("customcrm", ["sandbox", "customcrm", "--port", str(crm_port), "--seed", str(self.seed),
-                                        "--token", CRM_TOKEN])
+                                        "--token", CRM_TOKEN, "--rate-limit", self.crm_rate_limit])
         args = ["sandbox", "businessnxt", "--port", str(bnxt_port), "--seed", str(self.bnxt_seed), "--client-id",
                 CLIENT_ID, "--client-secret", CLIENT_SECRET, "--company", str(COMPANY)]
         if self.webhooks:
@@ -133,13 +134,22 @@ class Pipeline:
         return env
 
     def start_worker(self, wait_ready: bool = True) -> Proc:
-        self.worker_starts += 1
-        self.worker = self._spawn(f"worker-{self.worker_starts}", ["worker", "-l", "info"], env=self.worker_env())
-        if wait_ready:
+        for attempt in range(3):
+            if not self.webhooks:
+                # picked as late as possible: parallel test processes pick ports too
+                self.web_port = free_port()
+            self.worker_starts += 1
+            self.worker = self._spawn(f"worker-{self.worker_starts}", ["worker", "-l", "info"],
+                                      env=self.worker_env())
+            if not wait_ready:
+                return self.worker
             wait_until(lambda: "talkstream worker ready" in self.worker.output() or not self.worker.alive(),
                        timeout=60, message="worker ready")
-            assert self.worker.alive(), self.worker.output()[-5000:]
-        return self.worker
+            if self.worker.alive():
+                return self.worker
+            if "address already in use" not in self.worker.output() or self.webhooks:
+                break
+        raise AssertionError(self.worker.output()[-5000:])
 
     def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
         """Run a ``talkstream`` command against this pipeline (fails the test on a non-zero exit)."""

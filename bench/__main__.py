@@ -1,0 +1,425 @@
+"""talkstream benchmarks: ``python -m bench`` (``make bench``).
+
+Everything runs on this machine: the embedded broker, both sandboxes as real
+HTTP servers, and a real worker. Prints a table and writes
+``bench/results/latest.json``. Benchmarks measure; they assert nothing.
+
+1. initial load: N products, N orders (1-5 lines, ~3 on average) and N/10
+   users synced Customcrm -> Businessnxt on zero-latency sandboxes; records/s
+   end to end, messages produced per record, and two ceilings measured in the
+   same run: (a) a bare aiokafka produce->consume loop moving as many messages
+   as there are records, through a fresh embedded broker with the same
+   single-record batches; (b) the Businessnxt sandbox's raw write rate with
+   the same batch size (100 rows per request).
+2. API efficiency during the load (requests per synced record, per system).
+3. memory: the worker's peak RSS and bytes per link after the load.
+4. near-real-time edits: E edits/s for S seconds, half in Customcrm, half in
+   Business NXT (webhooks on, Customcrm polled every 0.5 s): p50/p95/p99 of
+   the sync latency (source change -> target write acknowledged, the worker's
+   histogram), writes per edit and writes echoed back.
+5. rate-limited load: the same load with the Business NXT sandbox enforcing
+   600 requests/min; records/s as a fraction of 600 x 100 rows per minute,
+   429 responses seen, and writes that failed or were dead-lettered.
+
+``--scale 0.1`` runs everything at a tenth of the size (quick look).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from connectors.common.kafka import ensure_topics, make_producer  # noqa: E402
+from streams.embedded_broker import EmbeddedBroker  # noqa: E402
+from tests.e2e.harness import Pipeline, bnxt_all, run, stamped  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+console = Console()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def metrics_text(p: Pipeline) -> str:
+    return httpx.get(f"http://127.0.0.1:{p.web_port}/metrics", timeout=10).text
+
+
+def metric_sum(text: str, prefix: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(prefix) and not line.startswith("#"))
+
+
+def histogram(text: str, name: str) -> list[tuple[float, float]]:
+    """Cumulative (le, count) of a histogram, summed over labels."""
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            bound = float("inf") if le == "+Inf" else float(le)
+            buckets[bound] = buckets.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+    return sorted(buckets.items())
+
+
+def quantile(before: list[tuple[float, float]], after: list[tuple[float, float]], q: float) -> float | None:
+    """A quantile of the observations between two histogram snapshots (linear within a bucket)."""
+    prev = dict(before)
+    cum = [(le, c - prev.get(le, 0.0)) for le, c in after]
+    total = cum[-1][1] if cum else 0
+    if not total:
+        return None
+    target = q * total
+    lower, lower_count = 0.0, 0.0
+    for le, count in cum:
+        if count >= target:
+            if le == float("inf"):
+                return lower
+            span = count - lower_count
+            return lower + (le - lower) * ((target - lower_count) / span if span else 1.0)
+        lower, lower_count = le, count
+    return lower
+
+
+def peak_rss_mib(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) of a process in MiB."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def status(p: Pipeline) -> dict:
+    return httpx.get(f"http://127.0.0.1:{p.web_port}/status", timeout=10).json()
+
+
+def all_linked(p: Pipeline, expected: int) -> bool:
+    try:
+        s = status(p)
+    except httpx.HTTPError:
+        return False
+    linked = sum(f["linked"] for f in s["flows"].values())
+    busy = sum(f["pending"] + f["parked"] for f in s["flows"].values())
+    return linked >= expected and busy == 0
+
+
+def wait(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.25)
+    raise TimeoutError(f"benchmark step did not finish within {timeout:.0f} s: {what}")
+
+
+def requests(stats: dict) -> int:
+    return int(stats.get("total", 0))
+
+
+def status_count(stats: dict, code: str) -> int:
+    return sum(by.get(code, 0) for by in stats.get("requests", {}).values())
+
+
+def fast_env(extra: dict | None = None) -> dict:
+    env = {"TALKSTREAM_CUSTOMCRM_RATE_LIMIT": "5000", "TALKSTREAM_BUSINESSNXT_RATE_LIMIT": "1000000",
+           "TALKSTREAM_PARK_TIMEOUT": "600", "TALKSTREAM_ACK_TIMEOUT": "60"}
+    env.update(extra or {})
+    return env
+
+
+# --------------------------------------------------------------------------- 1-3: initial load
+
+
+def initial_load(n: int, tmp: Path, *, rate_limited: bool = False) -> dict:
+    p = Pipeline(tmp, seed=n, crm_rate_limit="off", env_extra=fast_env({"TALKSTREAM_POLL_INTERVAL": "0.5"}))
+    p.start()
+    try:
+        httpx.post(p.bnxt_base + "/_sandbox/config",
+                   json={"rate_limit_per_min": 600 if rate_limited else None}).raise_for_status()
+        if rate_limited:
+            p.env_extra["TALKSTREAM_BUSINESSNXT_RATE_LIMIT"] = "600"
+        records = n + n + n // 10
+        crm0, bnxt0 = p.crm_stats(), p.bnxt_stats()
+        p.start_worker()
+        rss_start, _ = peak_rss_mib(p.worker.process.pid)
+        t0 = time.monotonic()
+        wait(lambda: all_linked(p, records), timeout=1800, what=f"{records} records linked")
+        elapsed = time.monotonic() - t0
+        crm1, bnxt1 = p.crm_stats(), p.bnxt_stats()
+        text = metrics_text(p)
+        rss, peak = peak_rss_mib(p.worker.process.pid)
+        produced = metric_sum(text, "talkstream_events_out_total") + records  # + the pollers' change events
+        deadletters = metric_sum(text, "talkstream_deadletters_total")
+        failed_writes = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                            if line.startswith("talkstream_writes_total{") and 'status="ok"' not in line)
+        rows = run(bnxt_all(p, "order"))
+        dupes = sum(len(v) - 1 for v in stamped(rows, "customcrm:order:").values())
+        return {
+            "records": records,
+            "seconds": elapsed,
+            "records_per_s": records / elapsed,
+            "messages_per_record": produced / records,
+            "requests_customcrm": requests(crm1) - requests(crm0),
+            "requests_businessnxt": requests(bnxt1) - requests(bnxt0),
+            "responses_429": status_count(bnxt1, "429") - status_count(bnxt0, "429"),
+            "deadletters": deadletters,
+            "failed_writes": failed_writes,
+            "duplicates": dupes,
+            "worker_rss_mib": rss,
+            "worker_peak_rss_mib": peak,
+            "bytes_per_link": max(0.0, (rss - rss_start) * 1024 * 1024 / records),
+        }
+    finally:
+        p.stop()
+
+
+def ceiling_broker(messages: int, size: int = 600) -> float:
+    """Seconds for a bare produce->consume of ``messages`` through a fresh embedded broker."""
+    async def go(bootstrap: str) -> float:
+        from aiokafka import AIOKafkaConsumer
+
+        await ensure_topics(bootstrap, ["bench.ceiling"], partitions=4)
+        producer = make_producer(bootstrap, single_record_batches=True)
+        consumer = AIOKafkaConsumer("bench.ceiling", bootstrap_servers=bootstrap, group_id="bench",
+                                    auto_offset_reset="earliest")
+        await producer.start()
+        await consumer.start()
+        payload = b"x" * size
+        t0 = time.monotonic()
+
+        async def produce():
+            futures = [await producer.send("bench.ceiling", payload, key=str(i).encode()) for i in range(messages)]
+            await asyncio.gather(*futures)
+
+        async def consume():
+            seen = 0
+            while seen < messages:
+                batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+                seen += sum(len(v) for v in batch.values())
+        await asyncio.gather(produce(), consume())
+        elapsed = time.monotonic() - t0
+        await producer.stop()
+        await consumer.stop()
+        return elapsed
+
+    with EmbeddedBroker() as broker:
+        return asyncio.run(go(broker.bootstrap))
+
+
+def ceiling_api(n: int, tmp: Path) -> float:
+    """Seconds for the Business NXT sandbox to take the same rows with 100 rows per request."""
+    p = Pipeline(tmp, seed=0)
+    p.start()
+    try:
+        httpx.post(p.bnxt_base + "/_sandbox/config", json={"rate_limit_per_min": None}).raise_for_status()
+        rnd = random.Random(1)
+
+        async def go() -> float:
+            async with p.bnxt() as b:
+                t0 = time.monotonic()
+                products = [{"productNo": f"C{i:06d}", "description": f"Product {i}", "priceQuantity": 10}
+                            for i in range(n)]
+                for k in range(0, n, 100):
+                    await b.create("product", products[k:k + 100], fields="productNo")
+                orders = [{"name": f"Order {i}", "customerNo": 10000 + i % 100, "orderDate": 20261125,
+                           "information1": f"customcrm:order:o{i}",
+                           "orderLines": [{"lineNo": ln, "productNo": f"C{rnd.randrange(n):06d}", "quantity": 1,
+                                           "priceInCurrency": 5} for ln in range(1, rnd.randint(1, 5) + 1)]}
+                          for i in range(n + n // 10)]
+                for k in range(0, len(orders), 100):
+                    await b.create("order", orders[k:k + 100], fields="orderNo")
+                return time.monotonic() - t0
+        return run(go())
+    finally:
+        p.stop()
+
+
+# --------------------------------------------------------------------------- 4: near-real-time edits
+
+
+def edit_stream(tmp: Path, rate: float, seconds: float, seed: int = 300) -> dict:
+    p = Pipeline(tmp, seed=seed, webhooks=True, crm_rate_limit="off",
+                 env_extra=fast_env({"TALKSTREAM_POLL_INTERVAL": "0.5"}))
+    p.start()
+    try:
+        httpx.post(p.bnxt_base + "/_sandbox/config", json={"rate_limit_per_min": None}).raise_for_status()
+        p.start_worker()
+        records = seed * 2 + seed // 10
+        wait(lambda: all_linked(p, records), timeout=600, what="seeded records linked")
+        time.sleep(3)  # let the last echoes drain before counting (a measurement pause, not a sync)
+        orders = sorted(stamped(run(bnxt_all(p, "order")), "customcrm:order:").items())
+        half = len(orders) // 2
+        crm_side = [crm_id for crm_id, _ in orders[:half]]
+        erp_side = [rows[0]["orderNo"] for _, rows in orders[half:]]
+        before = metrics_text(p)
+        c0, b0 = p.crm_stats(), p.bnxt_stats()
+        n_crm = n_erp = 0
+
+        async def edits() -> tuple[int, int]:
+            nc = ne = 0
+            async with p.crm() as crm, p.bnxt() as erp:
+                start = time.monotonic()
+                i = 0
+                while time.monotonic() - start < seconds:
+                    due = start + i / rate
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)  # pacing the load generator, not synchronising a test
+                    if i % 2 == 0:
+                        await crm.update("orders", crm_side[(i // 2) % len(crm_side)], {"YourReference": f"c{i}"})
+                        nc += 1
+                    else:
+                        await erp.update("order", [{"orderNo": {"_eq": erp_side[(i // 2) % len(erp_side)]}}],
+                                         [{"yourReference": f"e{i}"}], fields="orderNo")
+                        ne += 1
+                    i += 1
+            return nc, ne
+        n_crm, n_erp = run(edits())
+        time.sleep(5)  # the last edits' syncs and any echoes (measurement window)
+        after = metrics_text(p)
+        c1, b1 = p.crm_stats(), p.bnxt_stats()
+        crm_writes = _crm_writes(c1) - _crm_writes(c0)
+        erp_mutations = b1["mutations"] - b0["mutations"]
+        ours_to_erp = erp_mutations - n_erp
+        ours_to_crm = crm_writes - n_crm
+        h0 = histogram(before, "talkstream_sync_latency_seconds")
+        h1 = histogram(after, "talkstream_sync_latency_seconds")
+        edits_total = n_crm + n_erp
+        return {
+            "edits": edits_total,
+            "edits_per_s": edits_total / seconds,
+            "p50_s": quantile(h0, h1, 0.50),
+            "p95_s": quantile(h0, h1, 0.95),
+            "p99_s": quantile(h0, h1, 0.99),
+            "writes_per_edit": (ours_to_erp + ours_to_crm) / edits_total if edits_total else None,
+            "echo_writes": (ours_to_erp - n_crm) + (ours_to_crm - n_erp),
+            "requests_per_edit_customcrm": (requests(c1) - requests(c0)) / edits_total,
+            "requests_per_edit_businessnxt": (requests(b1) - requests(b0)) / edits_total,
+        }
+    finally:
+        p.stop()
+
+
+def _crm_writes(stats: dict) -> int:
+    return sum(sum(by.values()) for label, by in stats.get("requests", {}).items()
+               if label.split(" ", 1)[0] in ("POST", "PATCH", "DELETE"))
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="talkstream benchmarks")
+    parser.add_argument("--scale", type=float, default=1.0, help="1.0 = 10,000 products and orders")
+    parser.add_argument("--edit-rate", type=float, default=20.0)
+    parser.add_argument("--edit-seconds", type=float, default=60.0)
+    parser.add_argument("--skip", action="append", default=[],
+                        help="skip a part: load, ceilings, edits, rate-limited")
+    args = parser.parse_args()
+    n = max(10, int(10000 * args.scale))
+    out: dict = {"machine": {"cores": os.cpu_count(), "python": platform.python_version(),
+                             "platform": platform.platform()},
+                 "measured_at": datetime.now(timezone.utc).isoformat(), "scale": args.scale}
+    tmp = Path(tempfile.mkdtemp(prefix="talkstream-bench-"))
+
+    if "load" not in args.skip:
+        console.print(f"[bold]initial load[/]: {n} products, {n} orders, {n // 10} users ...")
+        load = initial_load(n, tmp / "load")
+        out["initial_load"] = load
+        out["api"] = {"requests_per_record_initial": (load["requests_customcrm"] + load["requests_businessnxt"])
+                      / load["records"],
+                      "requests_per_record_initial_customcrm": load["requests_customcrm"] / load["records"],
+                      "requests_per_record_initial_businessnxt": load["requests_businessnxt"] / load["records"]}
+        out["memory"] = {"peak_rss_mib": load["worker_peak_rss_mib"], "bytes_per_link": load["bytes_per_link"],
+                         "links": load["records"]}
+        if "ceilings" not in args.skip:
+            console.print("ceiling (a): bare produce->consume ...")
+            t_broker = ceiling_broker(load["records"])
+            console.print("ceiling (b): raw sandbox writes ...")
+            t_api = ceiling_api(n, tmp / "api")
+            load["ceiling_broker_msgs_per_s"] = load["records"] / t_broker
+            load["ceiling_api_records_per_s"] = load["records"] / t_api
+            load["ceiling_ratio_broker"] = t_broker / load["seconds"]
+            load["ceiling_ratio_api"] = t_api / load["seconds"]
+
+    if "edits" not in args.skip:
+        console.print(f"[bold]edit stream[/]: {args.edit_rate:.0f} edits/s for {args.edit_seconds:.0f} s ...")
+        edits = edit_stream(tmp / "edits", args.edit_rate, args.edit_seconds)
+        out["latency"] = {"p50_s": edits["p50_s"], "p95_s": edits["p95_s"], "p99_s": edits["p99_s"],
+                          "edits": edits["edits"]}
+        out.setdefault("api", {}).update({"writes_per_edit": edits["writes_per_edit"],
+                                          "echo_writes": edits["echo_writes"],
+                                          "requests_per_edit_customcrm": edits["requests_per_edit_customcrm"],
+                                          "requests_per_edit_businessnxt": edits["requests_per_edit_businessnxt"]})
+
+    if "rate-limited" not in args.skip:
+        console.print("[bold]rate-limited load[/] (Business NXT at 600 requests/min) ...")
+        limited = initial_load(n, tmp / "limited", rate_limited=True)
+        ceiling = 600 * 100 / 60  # rows per second
+        out["rate_limited"] = {"records_per_s": limited["records_per_s"],
+                               "ceiling_records_per_s": ceiling,
+                               "ceiling_fraction": limited["records_per_s"] / ceiling,
+                               "responses_429": limited["responses_429"],
+                               "unhandled_429": limited["deadletters"] + limited["failed_writes"],
+                               "duplicates": limited["duplicates"]}
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    show(out)
+    console.print(f"written: {RESULTS / 'latest.json'}")
+
+
+TARGETS = {
+    "initial_load.records_per_s": (">=", 1000),
+    "initial_load.ceiling_ratio_broker": (">=", 0.20),
+    "latency.p50_s": ("<=", 1.0),
+    "latency.p99_s": ("<=", 2.0),
+    "api.requests_per_record_initial": ("<=", 0.05),
+    "api.writes_per_edit": ("==", 1.0),
+    "api.echo_writes": ("==", 0),
+    "rate_limited.ceiling_fraction": (">=", 0.90),
+    "rate_limited.unhandled_429": ("==", 0),
+    "memory.bytes_per_link": ("<=", 2048),
+}
+
+
+def show(out: dict) -> None:
+    table = Table(title="talkstream benchmarks")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("target")
+    table.add_column("met")
+    rows = []
+    for section in ("initial_load", "api", "latency", "rate_limited", "memory"):
+        for key, value in (out.get(section) or {}).items():
+            if isinstance(value, (int, float)):
+                rows.append((f"{section}.{key}", value))
+    for name, value in rows:
+        target = TARGETS.get(name)
+        met = ""
+        if target:
+            op, bound = target
+            ok = {">=": value >= bound, "<=": value <= bound, "==": abs(value - bound) < 1e-9}[op]
+            met = "yes" if ok else "NO"
+        table.add_row(name, f"{value:,.3f}" if isinstance(value, float) else f"{value:,}",
+                      f"{target[0]} {target[1]}" if target else "", met)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
