@@ -146,6 +146,7 @@ def fast_env(extra: dict | None = None) -> dict:
 
 
 def initial_load(n: int, tmp: Path, *, rate_limited: bool = False) -> dict:
+    tmp.mkdir(parents=True, exist_ok=True)
     p = Pipeline(tmp, seed=n, crm_rate_limit="off", env_extra=fast_env({"TALKSTREAM_POLL_INTERVAL": "0.5"}))
     p.start()
     try:
@@ -223,6 +224,7 @@ def ceiling_broker(messages: int, size: int = 600) -> float:
 
 def ceiling_api(n: int, tmp: Path) -> float:
     """Seconds for the Business NXT sandbox to take the same rows with 100 rows per request."""
+    tmp.mkdir(parents=True, exist_ok=True)
     p = Pipeline(tmp, seed=0)
     p.start()
     try:
@@ -253,6 +255,7 @@ def ceiling_api(n: int, tmp: Path) -> float:
 
 
 def edit_stream(tmp: Path, rate: float, seconds: float, seed: int = 300) -> dict:
+    tmp.mkdir(parents=True, exist_ok=True)
     p = Pipeline(tmp, seed=seed, webhooks=True, crm_rate_limit="off",
                  env_extra=fast_env({"TALKSTREAM_POLL_INTERVAL": "0.5"}))
     p.start()

@@ -27,3 +27,23 @@ def broker(tmp_path_factory):
 def unique():
     """A short unique suffix for topic, group and app names of one test."""
     return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def pipeline_factory(tmp_path):
+    """Whole pipelines (broker, both sandboxes, workers) for end-to-end and chaos tests."""
+    from tests.e2e.harness import Pipeline
+
+    made: list[Pipeline] = []
+
+    def make(**kw) -> Pipeline:
+        p = Pipeline(tmp_path / f"p{len(made)}", **kw)
+        p.tmp.mkdir(parents=True, exist_ok=True)
+        made.append(p)
+        return p.start()
+
+    try:
+        yield make
+    finally:
+        for p in made:
+            p.stop()

@@ -24,8 +24,8 @@ from connectors.customcrm.client import CustomcrmClient
 from streams.embedded_broker import EmbeddedBroker
 from tests.support import wait_until
 
-CRM_TOKEN = "e2e-token"
-CLIENT_ID, CLIENT_SECRET, COMPANY = "e2e-client", "e2e-secret", 1
+CRM_TOKEN = "crm-token-e2e-5f1c9a"
+CLIENT_ID, CLIENT_SECRET, COMPANY = "e2e-client", "bnxt-secret-e2e-8d2b7c", 1
 
 
 @dataclass
@@ -69,7 +69,7 @@ class Pipeline:
     crm_url: str = ""
     bnxt_base: str = ""
     web_port: int = 0
-    webhook_key: str = "e2e-webhook-key"
+    webhook_key: str = "whk-e2e-3a9f7d"
     app_id: str = field(default_factory=lambda: f"e2e-{uuid.uuid4().hex[:6]}")
     worker_starts: int = 0
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from tests.e2e.harness import bnxt_all, crm_all, run, stamped, wait_for
+from tests.e2e.harness import CRM_TOKEN, bnxt_all, crm_all, run, stamped, wait_for
 from tests.e2e.test_seeded_start import assert_in_sync
 
 pytestmark = pytest.mark.e2e
@@ -90,11 +90,11 @@ def test_bad_records_are_dead_lettered_and_the_rest_syncs(pipeline_factory):
 def _crm_accepts_unknown_products(p) -> bool:
     import httpx
 
-    r = httpx.post(p.crm_url + "/api/v1/orders", headers={"Authorization": "Bearer e2e-token"},
+    r = httpx.post(p.crm_url + "/api/v1/orders", headers={"Authorization": f"Bearer {CRM_TOKEN}"},
                    json={"Name": "probe", "CustomerNo": 10001, "OrderDate": "2026-11-25",
                          "Lines": [{"LineNo": 1, "ProductId": "prd_nope", "Quantity": "1", "UnitPrice": "1"}]})
     if r.status_code == 201:
-        httpx.delete(p.crm_url + f"/api/v1/orders/{r.json()['Id']}", headers={"Authorization": "Bearer e2e-token"})
+        httpx.delete(p.crm_url + f"/api/v1/orders/{r.json()['Id']}", headers={"Authorization": f"Bearer {CRM_TOKEN}"})
         return True
     return False
 

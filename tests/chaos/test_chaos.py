@@ -1,0 +1,183 @@
+"""Chaos and bad input (`pytest -m chaos`, part of `make test`): crashes, a second
+worker, faulty systems, bad input of every kind, and secrets staying secret."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import random
+
+import httpx
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from connectors.common.kafka import read_all
+from tests.e2e.harness import CLIENT_SECRET, CRM_TOKEN, bnxt_all, crm_all, run, stamped, wait_for
+from tests.e2e.test_seeded_start import assert_in_sync
+
+pytestmark = [pytest.mark.chaos, pytest.mark.e2e]
+
+
+def converged(p) -> bool:
+    try:
+        assert_in_sync(p)
+        return True
+    except AssertionError:
+        return False
+
+
+def no_duplicates(p, seed: int) -> None:
+    rows = p.bnxt_stats()["rows"]
+    assert rows["order"] == seed + seed // 10 and rows["product"] == seed, rows
+    for prefix in ("customcrm:order:", "customcrm:user:"):
+        assert all(len(v) == 1 for v in stamped(run(bnxt_all(p, "order")), prefix).values())
+
+
+def deadletters(p) -> list[dict]:
+    return json.loads(p.cli("deadletters", "list", "--json").stdout)
+
+
+def test_kill_9_at_ten_random_moments_of_the_initial_load(pipeline_factory):
+    seed = 150
+    p = pipeline_factory(seed=seed)
+    rnd = random.Random(2026)
+    total = seed * 2 + seed // 10
+    for _ in range(10):
+        p.start_worker()
+        stats = p.bnxt_stats()["rows"]
+        done = stats["order"] + stats["product"]
+        target = min(total, done + rnd.randint(1, max(2, (total - done) // 3 + 1)))
+        wait_for(lambda: sum(p.bnxt_stats()["rows"][t] for t in ("order", "product")) >= target, timeout=120,
+                 message="progress before the kill")
+        p.worker.kill9()
+    p.start_worker()
+    wait_for(lambda: converged(p), timeout=240, message="converged after ten crashes")
+    no_duplicates(p, seed)
+    assert deadletters(p) == []
+
+
+def test_two_workers_share_partitions_and_one_dies_mid_load(pipeline_factory):
+    seed = 150
+    p = pipeline_factory(seed=seed)
+    first = p.start_worker()
+    second = p._spawn("worker-b", ["worker", "-l", "info"], env={**p.worker_env(), "TALKSTREAM_WEB_PORT": "0"})
+    wait_for(lambda: "talkstream worker ready" in second.output(), timeout=90, message="second worker ready")
+    wait_for(lambda: p.bnxt_stats()["rows"]["product"] >= seed // 3, timeout=120, message="load under way")
+    first.kill9()
+    wait_for(lambda: converged(p), timeout=240, message="the survivor finished the load")
+    no_duplicates(p, seed)
+    assert second.alive()
+
+
+def test_faulty_systems_on_both_sides_converge_without_duplicates(pipeline_factory):
+    seed = 80
+    p = pipeline_factory(seed=seed, env_extra={"TALKSTREAM_ACK_TIMEOUT": "15"})
+    faults = {"error_rate": 0.10, "status": 503, "timeout_rate": 0.05, "hang_seconds": 3}
+    httpx.post(p.crm_url + "/_sandbox/faults", json=faults).raise_for_status()
+    httpx.post(p.bnxt_base + "/_sandbox/faults", json=faults).raise_for_status()
+    p.start_worker()
+    wait_for(lambda: p.bnxt_stats()["rows"]["order"] >= seed // 2, timeout=180, message="load under faults")
+    # 429 bursts and edits on both sides while the faults continue
+    httpx.post(p.bnxt_base + "/_sandbox/faults", json={**faults, "error_rate": 0.3, "status": 429}).raise_for_status()
+
+    async def edits():
+        orders = sorted(run(crm_all(p, "orders")), key=lambda o: o["Id"])[:10]
+        async with p.crm() as crm:
+            for order in orders:
+                await crm.update("orders", order["Id"], {"YourReference": "edited under faults"})
+    run(edits())
+    httpx.post(p.bnxt_base + "/_sandbox/faults", json=faults).raise_for_status()
+    wait_for(lambda: converged(p), timeout=300, message="converged under faults")
+    no_duplicates(p, seed)
+    assert deadletters(p) == []
+
+
+def _sign(body: bytes, key: str) -> str:
+    return base64.b64encode(hmac.new(key.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def test_bad_input_table(pipeline_factory):
+    """Each bad input ends as documented and the good records keep syncing."""
+    p = pipeline_factory(seed=10, webhooks=True)
+    p.start_worker()
+    wait_for(lambda: converged(p), timeout=120, message="initial sync")
+    hook = f"http://127.0.0.1:{p.web_port}/webhooks/businessnxt"
+    body = json.dumps({"tableIdentifier": "order", "customerNo": 0, "companyNo": 1, "event": "UPDATE",
+                       "primaryKeys": [{"orderNo": 1}], "timestamp": "2026-11-25T10:00:00Z"}).encode()
+    # forged and missing signatures: 401, nothing published
+    before = len(run(read_all(p.broker.bootstrap, "businessnxt.order.changes")))
+    assert httpx.post(hook, content=body, headers={"x-vwd-signature-v1": _sign(body, "wrong-key")}).status_code == 401
+    assert httpx.post(hook, content=body).status_code == 401
+    assert len(run(read_all(p.broker.bootstrap, "businessnxt.order.changes"))) == before
+    # malformed JSON from the Customcrm API and a broken GraphQL response for a while: retried, no loss
+    httpx.post(p.crm_url + "/_sandbox/faults", json={"malformed_rate": 0.5}).raise_for_status()
+    httpx.post(p.bnxt_base + "/_sandbox/faults", json={"malformed_rate": 0.3}).raise_for_status()
+    # an expired token mid-run: refreshed on the 401
+    httpx.post(p.bnxt_base + "/_sandbox/config", json={"expire_tokens": True}).raise_for_status()
+
+    async def edits():
+        async with p.crm() as crm:
+            await crm.update("orders", "ord_000001", {"Name": "edited during bad input"})
+            big = await crm.create("orders", {"Name": "Huge text", "CustomerNo": 10001, "OrderDate": "2026-11-25",
+                                              "YourReference": "x" * 200})
+            return big
+    big = run(edits())
+    httpx.delete(p.crm_url + "/_sandbox/faults").raise_for_status()
+    httpx.delete(p.bnxt_base + "/_sandbox/faults").raise_for_status()
+    # a huge string from the ERP that Customcrm cannot take (Name is 1-200): dead letter with the reason
+    rows = stamped(run(bnxt_all(p, "order")), "customcrm:order:")
+    wait_for(lambda: big["Id"] in stamped(run(bnxt_all(p, "order")), "customcrm:order:"), timeout=60)
+    target = stamped(run(bnxt_all(p, "order")), "customcrm:order:")["ord_000002"][0]
+
+    async def huge():
+        async with p.bnxt() as b:
+            await b.update("order", [{"orderNo": {"_eq": target["orderNo"]}}], [{"name": "y" * 5000}])
+    run(huge())
+    wait_for(lambda: any(d["link_key"] == "order-order:ord_000002" for d in deadletters(p)), timeout=60,
+             message="huge string dead-lettered")
+    entry = next(d for d in deadletters(p) if d["link_key"] == "order-order:ord_000002")
+    assert "Name" in entry["reason"] or "name" in entry["reason"]
+    # and the good records keep syncing
+    wait_for(lambda: stamped(run(bnxt_all(p, "order")), "customcrm:order:")["ord_000001"][0]["name"]
+             == "edited during bad input", timeout=60, message="good edit synced")
+    assert rows  # the run went on
+
+
+def test_secrets_never_reach_logs_or_topics(pipeline_factory):
+    p = pipeline_factory(seed=10, webhooks=True)
+    p.start_worker()
+    wait_for(lambda: converged(p), timeout=120, message="sync")
+    p.worker.stop()
+    p.worker = p._spawn("worker-debug", ["worker", "-l", "debug"], env=p.worker_env())
+    wait_for(lambda: "talkstream worker ready" in p.worker.output(), timeout=90, message="debug worker ready")
+
+    async def edit():
+        async with p.crm() as crm:
+            await crm.update("orders", "ord_000003", {"Name": "debug run edit"})
+    run(edit())
+    wait_for(lambda: stamped(run(bnxt_all(p, "order")), "customcrm:order:")["ord_000003"][0]["name"]
+             == "debug run edit", timeout=60, message="synced with debug logging")
+    p.cli("status")
+    p.cli("deadletters", "list")
+    secrets = [CRM_TOKEN, CLIENT_SECRET, p.webhook_key]
+    logs = "".join(path.read_text(errors="replace") for path in p.tmp.glob("worker*.log"))
+    assert "DEBUG" in logs
+    for secret in secrets:
+        assert secret not in logs
+
+    async def all_topics() -> list[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=p.broker.bootstrap)
+        await admin.start()
+        try:
+            return await admin.list_topics()
+        finally:
+            await admin.close()
+    topics = run(all_topics())
+    assert "talkstream.flow.events" in topics
+    for topic in topics:
+        for _p, _o, key, value in asyncio.run(read_all(p.broker.bootstrap, topic)):
+            blob = (key or b"") + (value or b"")
+            for secret in secrets:
+                assert secret.encode() not in blob, f"{secret!r} found on {topic}"
