@@ -26,9 +26,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
-## test-chaos: only the chaos / bad-input suite
+## test-chaos: the long crash and fault runs (ten kill -9s, a dying second worker, faulty systems)
 test-chaos: $(STAMP)
-	$(BIN)/python -m pytest -q -m chaos
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile -m chaos
 
 ## bench: benchmarks; prints a table and writes bench/results/latest.json
 bench: $(STAMP)

@@ -17,7 +17,8 @@ from connectors.common.kafka import read_all
 from tests.e2e.harness import CLIENT_SECRET, CRM_TOKEN, bnxt_all, crm_all, run, stamped, wait_for
 from tests.e2e.test_seeded_start import assert_in_sync
 
-pytestmark = [pytest.mark.chaos, pytest.mark.e2e]
+# the long crash / fault runs are `chaos` (make test-chaos); bad input and secrets run in make test too
+CHAOS = pytest.mark.chaos
 
 
 def converged(p) -> bool:
@@ -39,6 +40,7 @@ def deadletters(p) -> list[dict]:
     return json.loads(p.cli("deadletters", "list", "--json").stdout)
 
 
+@CHAOS
 def test_kill_9_at_ten_random_moments_of_the_initial_load(pipeline_factory):
     seed = 150
     p = pipeline_factory(seed=seed)
@@ -58,6 +60,7 @@ def test_kill_9_at_ten_random_moments_of_the_initial_load(pipeline_factory):
     assert deadletters(p) == []
 
 
+@CHAOS
 def test_two_workers_share_partitions_and_one_dies_mid_load(pipeline_factory):
     seed = 150
     p = pipeline_factory(seed=seed)
@@ -71,6 +74,7 @@ def test_two_workers_share_partitions_and_one_dies_mid_load(pipeline_factory):
     assert second.alive()
 
 
+@CHAOS
 def test_faulty_systems_on_both_sides_converge_without_duplicates(pipeline_factory):
     seed = 80
     p = pipeline_factory(seed=seed, env_extra={"TALKSTREAM_ACK_TIMEOUT": "15"})
@@ -98,6 +102,7 @@ def _sign(body: bytes, key: str) -> str:
     return base64.b64encode(hmac.new(key.encode(), body, hashlib.sha256).digest()).decode()
 
 
+@pytest.mark.e2e
 def test_bad_input_table(pipeline_factory):
     """Each bad input ends as documented and the good records keep syncing."""
     p = pipeline_factory(seed=10, webhooks=True)
@@ -145,6 +150,7 @@ def test_bad_input_table(pipeline_factory):
     assert rows  # the run went on
 
 
+@pytest.mark.e2e
 def test_secrets_never_reach_logs_or_topics(pipeline_factory):
     p = pipeline_factory(seed=10, webhooks=True)
     p.start_worker()
