@@ -86,8 +86,9 @@ def test_faulty_systems_on_both_sides_converge_without_duplicates(pipeline_facto
     # 429 bursts and edits on both sides while the faults continue
     httpx.post(p.bnxt_base + "/_sandbox/faults", json={**faults, "error_rate": 0.3, "status": 429}).raise_for_status()
 
+    orders = sorted(run(crm_all(p, "orders")), key=lambda o: o["Id"])[:10]
+
     async def edits():
-        orders = sorted(run(crm_all(p, "orders")), key=lambda o: o["Id"])[:10]
         async with p.crm() as crm:
             for order in orders:
                 await crm.update("orders", order["Id"], {"YourReference": "edited under faults"})
