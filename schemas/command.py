@@ -48,6 +48,10 @@ class WriteCommand(BaseModel):
     op: Literal["create", "update", "delete"]
     target_id: str | None = Field(default=None, description="Id of the record to update/delete.")
     if_version: int | None = Field(default=None, description="Customcrm optimistic concurrency.")
+    expected_version: str | None = Field(
+        default=None,
+        description="Businessnxt optimistic concurrency: the record's version (UTC change time) the write "
+        "was derived from; a record changed since is not overwritten (result status conflict).")
     idempotency_key: str | None = Field(
         default=None,
         description="Customcrm Idempotency-Key of a create; for Businessnxt the origin stamp "

@@ -293,7 +293,27 @@ def handle_result(link: dict | None, flow: Flow, result: WriteResult, *, now: fl
         out.actions.append("repair:recreate")
         return _finish(out, flow, now, refs, policy)
 
-    if result.status in ("retryable", "conflict") and sent is not None:
+    if result.status == "conflict" and sent is not None:
+        # the record changed after the write was derived: nothing was written; what it holds
+        # now takes part in the merge, and the writes are derived again
+        _forget_written(link, side, sent.get("props", []))
+        if result.record is not None:
+            try:
+                values = _canonical(flow, side, result.record, refs)
+            except (MissingReferences, MappingError):
+                values = None
+            if values is not None:
+                if result.version and version_newer(result.system, result.version, link["seen"][side]):
+                    link["seen"][side] = result.version
+                t = _ts_text(result.version) if result.version else None
+                _merge(out, flow, side, values, t if isinstance(t, float) else None, False)
+                out.actions.append("conflict:merged")
+                return _finish(out, flow, now, refs, policy)
+        link["retry_at"] = now + 1.0  # the newer version arrives with the next poll
+        out.actions.append("conflict:wait")
+        return _finish(out, flow, now, refs, policy)
+
+    if result.status == "retryable" and sent is not None:
         link["fail"][side] += 1
         if link["fail"][side] < policy.write_retry_max:
             _forget_written(link, side, sent.get("props", []))
@@ -598,7 +618,15 @@ def _update(out: Outcome, flow: Flow, side: str, now: float, refs: RefResolver |
     if not data:
         return
     link["seq"] += 1
-    cmd = _command(link, flow, side, "update", data, policy)
+    extra: dict[str, Any] = {}
+    seen = link["seen"][side]
+    if seen is not None:
+        # optimistic concurrency: never overwrite an edit made after the one this write comes from
+        if side == TARGET:
+            extra["expected_version"] = seen
+        elif seen.isdigit():
+            extra["if_version"] = int(seen)
+    cmd = _command(link, flow, side, "update", data, policy, **extra)
     out.commands.append(cmd)
     link["inflight"][cmd.command_id] = {"side": side, "op": "update", "props": needs, "at": now,
                                         "src_t": _source_time(link, needs)}

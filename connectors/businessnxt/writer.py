@@ -28,6 +28,7 @@ from typing import Any, Awaitable, Callable, Sequence
 from connectors.businessnxt.client import BusinessnxtClient, outcome_unknown, table_fields
 from connectors.businessnxt.records import KEY_FIELD, record_version
 from connectors.businessnxt.schema import TABLES
+from connectors.businessnxt.timezones import parse_utc
 from connectors.common.errors import ApiError
 from schemas.command import WriteCommand, WriteResult
 
@@ -268,6 +269,11 @@ class BusinessnxtWriter:
                 if row is None:
                     results[i] = self._res(pending.pop(i), "not_found", error=f"{entity} {keys[i]} does not exist")
                     continue
+                if cmd.expected_version and _newer(record_version(row, self.tz), cmd.expected_version):
+                    # changed since the write was derived: do not overwrite a newer edit, report it
+                    results[i] = self._res(pending.pop(i), "conflict", row=row,
+                                           error=f"{entity} {keys[i]} changed since version {cmd.expected_version}")
+                    continue
                 plan = plan_update(entity, row, cmd.data)
                 if plan_is_empty(plan):
                     results[i] = self._res(pending.pop(i), "ok", row=row)
@@ -330,3 +336,8 @@ class BusinessnxtWriter:
                 results[i] = self._res(cmd, "ok", target_id=str(keys[i]))
             else:
                 results[i] = self._res(cmd, error.status_kind, error=str(error), target_id=str(keys[i]))
+
+
+def _newer(version: str | None, than: str) -> bool:
+    """Is the UTC version ``version`` later than ``than``?"""
+    return version is not None and parse_utc(version) > parse_utc(than)

@@ -310,3 +310,18 @@ def test_a_skipped_redelivery_keeps_the_parked_link_awake():
     again = handle_change(out.link, ORDER, crm_order(), "order-order:ord_1", now=1, refs=refs, policy=POLICY)
     assert "skip:stale" in again.actions or "park" in again.actions
     assert engine.next_wake(again.link, POLICY) is not None
+
+
+def test_a_write_that_meets_a_newer_edit_is_not_applied_and_the_edit_wins():
+    link, t_ack = linked_order()
+    crm = handle_change(link, ORDER, crm_order(2, T0 + timedelta(seconds=30), Name="crm"), "order-order:ord_1",
+                        now=9, refs=REFS, policy=POLICY)
+    (cmd,) = crm.commands
+    assert cmd.expected_version == t_ack.isoformat()  # derived from the version we had seen
+    t_erp = T0 + timedelta(seconds=31)
+    conflict = WriteResult(command_id=cmd.command_id, flow=cmd.flow, link_key=cmd.link_key, system=cmd.system,
+                           entity=cmd.entity, op="update", status="conflict", target_id="5001",
+                           version=t_erp.isoformat(), record=bnxt_order(t_erp, name="erp").data)
+    out = handle_result(crm.link, ORDER, conflict, now=10, refs=REFS, policy=POLICY)
+    assert out.link["base"]["Name"][0] == "erp"
+    assert [(c.system, c.data) for c in out.commands] == [("customcrm", {"Name": "erp"})]
