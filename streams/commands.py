@@ -170,7 +170,6 @@ def deadletters(self, action: str, flow_id: str | None, ids: tuple[str, ...], as
     if as_json:
         print(orjson.dumps([e.model_dump(mode="json", by_alias=True) for e in entries]).decode())
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"dead letters ({len(entries)})")
@@ -202,7 +201,6 @@ def status(self, as_json: bool) -> int:
     if as_json:
         print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     console = _console()

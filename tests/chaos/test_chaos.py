@@ -14,19 +14,10 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from connectors.common.kafka import read_all
-from tests.e2e.harness import CLIENT_SECRET, CRM_TOKEN, bnxt_all, crm_all, run, stamped, wait_for
-from tests.e2e.test_seeded_start import assert_in_sync
+from tests.e2e.harness import CLIENT_SECRET, CRM_TOKEN, bnxt_all, crm_all, in_sync, run, stamped, wait_for
 
 # the long crash / fault runs are `chaos` (make test-chaos); bad input and secrets run in make test too
 CHAOS = pytest.mark.chaos
-
-
-def converged(p) -> bool:
-    try:
-        assert_in_sync(p)
-        return True
-    except AssertionError:
-        return False
 
 
 def no_duplicates(p, seed: int) -> None:
@@ -55,7 +46,7 @@ def test_kill_9_at_ten_random_moments_of_the_initial_load(pipeline_factory):
                  message="progress before the kill")
         p.worker.kill9()
     p.start_worker()
-    wait_for(lambda: converged(p), timeout=240, message="converged after ten crashes")
+    wait_for(lambda: in_sync(p), timeout=240, message="converged after ten crashes")
     no_duplicates(p, seed)
     assert deadletters(p) == []
 
@@ -69,7 +60,7 @@ def test_two_workers_share_partitions_and_one_dies_mid_load(pipeline_factory):
     wait_for(lambda: "talkstream worker ready" in second.output(), timeout=90, message="second worker ready")
     wait_for(lambda: p.bnxt_stats()["rows"]["product"] >= seed // 3, timeout=120, message="load under way")
     first.kill9()
-    wait_for(lambda: converged(p), timeout=240, message="the survivor finished the load")
+    wait_for(lambda: in_sync(p), timeout=240, message="the survivor finished the load")
     no_duplicates(p, seed)
     assert second.alive()
 
@@ -94,7 +85,7 @@ def test_faulty_systems_on_both_sides_converge_without_duplicates(pipeline_facto
                 await crm.update("orders", order["Id"], {"YourReference": "edited under faults"})
     run(edits())
     httpx.post(p.bnxt_base + "/_sandbox/faults", json=faults).raise_for_status()
-    wait_for(lambda: converged(p), timeout=300, message="converged under faults")
+    wait_for(lambda: in_sync(p), timeout=300, message="converged under faults")
     no_duplicates(p, seed)
     assert deadletters(p) == []
 
@@ -108,7 +99,7 @@ def test_bad_input_table(pipeline_factory):
     """Each bad input ends as documented and the good records keep syncing."""
     p = pipeline_factory(seed=10, webhooks=True)
     p.start_worker()
-    wait_for(lambda: converged(p), timeout=120, message="initial sync")
+    wait_for(lambda: in_sync(p), timeout=120, message="initial sync")
     hook = f"http://127.0.0.1:{p.web_port}/webhooks/businessnxt"
     body = json.dumps({"tableIdentifier": "order", "customerNo": 0, "companyNo": 1, "event": "UPDATE",
                        "primaryKeys": [{"orderNo": 1}], "timestamp": "2026-11-25T10:00:00Z"}).encode()
@@ -155,7 +146,7 @@ def test_bad_input_table(pipeline_factory):
 def test_secrets_never_reach_logs_or_topics(pipeline_factory):
     p = pipeline_factory(seed=10, webhooks=True)
     p.start_worker()
-    wait_for(lambda: converged(p), timeout=120, message="sync")
+    wait_for(lambda: in_sync(p), timeout=120, message="sync")
     p.worker.stop()
     p.worker = p._spawn("worker-debug", ["worker", "-l", "debug"], env=p.worker_env())
     wait_for(lambda: "talkstream worker ready" in p.worker.output(), timeout=90, message="debug worker ready")

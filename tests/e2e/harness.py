@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from connectors.businessnxt.client import BusinessnxtClient
 from connectors.common.httpserver import free_port
 from connectors.customcrm.client import CustomcrmClient
 from streams.embedded_broker import EmbeddedBroker
+from streams.supervisor import Child
 from tests.support import wait_until
 
 CRM_TOKEN = "crm-token-e2e-5f1c9a"
@@ -29,22 +29,10 @@ CLIENT_ID, CLIENT_SECRET, COMPANY = "e2e-client", "bnxt-secret-e2e-8d2b7c", 1
 
 
 @dataclass
-class Proc:
-    name: str
-    process: subprocess.Popen
-    log: Path
+class Proc(Child):
+    """A child process of a test (stopped by its PID), with its log file."""
 
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+    log: Path = Path("/dev/null")
 
     def kill9(self) -> None:
         if self.alive():
@@ -80,7 +68,7 @@ class Pipeline:
         fh = open(log, "ab")
         proc = subprocess.Popen([sys.executable, "-m", "streams.cli", *args], stdout=fh, stderr=subprocess.STDOUT,
                                 env={**os.environ, **(env or {})}, cwd=Path(__file__).resolve().parents[2])
-        p = Proc(name, proc, log)
+        p = Proc(name, proc, log=log)
         self.procs.append(p)
         return p
 
@@ -226,6 +214,59 @@ def writes(stats: dict) -> int:
         if method in ("POST", "PATCH", "DELETE", "PUT") and "graphql" not in label and "token" not in label:
             total += sum(by_status.values())
     return total
+
+
+def settle(p: Pipeline, quiet: float = 3.0) -> None:
+    """Wait until neither system saw a write for ``quiet`` seconds (the worker caught up).
+
+    A measurement of quiet, not a synchronisation: callers then assert exact counts.
+    """
+    last = (p.bnxt_stats()["mutations"], writes(p.crm_stats()))
+    since = time.monotonic()
+    while time.monotonic() - since < quiet:
+        time.sleep(0.25)
+        now = (p.bnxt_stats()["mutations"], writes(p.crm_stats()))
+        if now != last:
+            last, since = now, time.monotonic()
+
+
+def assert_in_sync(p: Pipeline) -> tuple[int, int, int]:
+    """Every Customcrm record has exactly one Businessnxt record with equal mapped values."""
+    from streams.mapping import DictRefResolver, load_mapping
+
+    mapping = load_mapping()
+    products, orders, users = (run(crm_all(p, r)) for r in ("products", "orders", "users"))
+    b_products, b_orders = run(bnxt_all(p, "product")), run(bnxt_all(p, "order"))
+    by_no: dict[str, list[dict]] = {}
+    for row in b_products:
+        by_no.setdefault(row["productNo"], []).append(row)
+    refs = DictRefResolver({prd["Id"]: prd["Sku"] for prd in products})
+    flow = mapping.flow("product-product")
+    for prd in products:
+        rows = by_no.get(prd["Sku"], [])
+        assert len(rows) == 1, f"product {prd['Id']}: {len(rows)} Businessnxt products"
+        assert flow.changed_properties(flow.to_canonical("source", prd),
+                                       flow.to_canonical("target", rows[0])) == [], prd["Id"]
+    for flow_id, records, prefix in (("order-order", orders, "customcrm:order:"),
+                                     ("user-order", users, "customcrm:user:")):
+        flow = mapping.flow(flow_id)
+        rows_by_id = stamped(b_orders, prefix)
+        assert set(rows_by_id) == {r["Id"] for r in records}, flow_id
+        for rec in records:
+            rows = rows_by_id[rec["Id"]]
+            assert len(rows) == 1, f"{flow_id} {rec['Id']}: {len(rows)} Businessnxt orders"
+            src = flow.to_canonical("source", rec)
+            tgt = flow.to_canonical("target", rows[0], refs=refs)
+            assert flow.changed_properties(src, tgt) == [], (rec["Id"], src, tgt)
+    return len(products), len(orders), len(users)
+
+
+def in_sync(p: Pipeline) -> bool:
+    try:
+        assert_in_sync(p)
+        return True
+    except AssertionError:
+        return False
 
 
 def wait_for(condition, timeout: float = 120.0, message: str = ""):

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from streams.mapping import load_mapping
-from tests.e2e.harness import Pipeline, bnxt_all, crm_all, run, stamped, wait_for, writes
+from tests.e2e.harness import settle, Pipeline, bnxt_all, crm_all, run, stamped, wait_for, writes
 
 pytestmark = pytest.mark.e2e
 
@@ -263,21 +263,11 @@ def test_user_create_only_properties_are_not_updated_later(p):
 # ------------------------------------------------------------------ echo and conflicts
 
 
-def _settle(p, quiet=3.0):
-    last = (p.bnxt_stats()["mutations"], writes(p.crm_stats()))
-    since = time.monotonic()
-    while time.monotonic() - since < quiet:
-        time.sleep(0.25)
-        now = (p.bnxt_stats()["mutations"], writes(p.crm_stats()))
-        if now != last:
-            last, since = now, time.monotonic()
-
-
 @pytest.mark.parametrize("side", ["customcrm", "businessnxt"])
 def test_one_edit_makes_exactly_one_write_and_none_back(p, side):
     order = first(p, "orders")[5]
     row = target_order(p, "customcrm:order:", order["Id"])
-    _settle(p)
+    settle(p)
     b0, c0 = p.bnxt_stats()["mutations"], writes(p.crm_stats())
     if side == "customcrm":
         crm_patch(p, "orders", order["Id"], {"YourReference": "echo-test-crm"})
@@ -285,7 +275,7 @@ def test_one_edit_makes_exactly_one_write_and_none_back(p, side):
     else:
         bnxt_update(p, "order", "orderNo", row["orderNo"], {"yourReference": "echo-test-erp"})
         wait_for(lambda: crm_get(p, "orders", order["Id"])["YourReference"] == "echo-test-erp", timeout=30)
-    _settle(p, quiet=4.0)  # several poll rounds: any echo would show up here
+    settle(p, quiet=4.0)  # several poll rounds: any echo would show up here
     b1, c1 = p.bnxt_stats()["mutations"], writes(p.crm_stats())
     # the person's edit itself counts on its own side
     if side == "customcrm":
@@ -311,5 +301,5 @@ def test_conflict_both_sides_edited_between_polls_converges(p):
     time.sleep(0.05)  # a strictly later modification time on the ERP side; not a synchronisation
     bnxt_update(p, "order", "orderNo", row["orderNo"], {"name": "second (erp)"})
     wait_for(lambda: both("second (erp)", "erp side"), timeout=30, message="later edit wins on both sides")
-    _settle(p)
+    settle(p)
     assert both("second (erp)", "erp side")

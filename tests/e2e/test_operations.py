@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from connectors.common.kafka import read_all
-from tests.e2e.harness import Pipeline, bnxt_all, crm_all, run, stamped, wait_for, writes
+from tests.e2e.harness import settle, Pipeline, bnxt_all, crm_all, run, stamped, wait_for, writes
 
 pytestmark = pytest.mark.e2e
 
@@ -45,25 +45,13 @@ def _all_linked(p) -> bool:
     return Progress.all_linked(_status(p))
 
 
-def _settle(p, quiet=3.0):
-    import time
-
-    last = (p.bnxt_stats()["mutations"], writes(p.crm_stats()))
-    since = time.monotonic()
-    while time.monotonic() - since < quiet:
-        time.sleep(0.25)
-        now = (p.bnxt_stats()["mutations"], writes(p.crm_stats()))
-        if now != last:
-            last, since = now, time.monotonic()
-
-
 def test_replay_in_sync_makes_zero_writes(p):
-    _settle(p)
+    settle(p)
     before_b, before_c = p.bnxt_stats()["mutations"], writes(p.crm_stats())
     result = p.cli("replay", "--flow", "order-order", "--since", "earliest")
     assert "re-fed" in result.stdout
     wait_for(lambda: "verify" in _decisions(p), timeout=30, message="replayed events processed")
-    _settle(p, quiet=4.0)
+    settle(p, quiet=4.0)
     assert p.bnxt_stats()["mutations"] - before_b == 0
     assert writes(p.crm_stats()) - before_c == 0
 
@@ -95,7 +83,7 @@ def test_resync_rereads_the_source(p):
     p.cli("resync", "--system", "customcrm", "--entity", "product")
     wait_for(lambda: len(run(read_all(p.broker.bootstrap, topic))) >= before + SEED, timeout=60,
              message="every product published again")
-    _settle(p)
+    settle(p)
     assert _all_linked(p)
 
 

@@ -8,8 +8,7 @@ import httpx
 import pytest
 
 from streams.embedded_broker import EmbeddedBroker
-from tests.e2e.harness import bnxt_all, crm_all, run, stamped, wait_for, writes
-from tests.e2e.test_seeded_start import assert_in_sync
+from tests.e2e.harness import bnxt_all, crm_all, in_sync, run, stamped, wait_for, writes
 
 pytestmark = pytest.mark.e2e
 
@@ -50,7 +49,7 @@ def test_broker_loss_rebuilds_links_without_duplicates_or_writes(pipeline_factor
     p.start_worker()
     wait_for(lambda: p.bnxt_stats()["rows"]["order"] >= seed + seed // 10 and
              p.bnxt_stats()["rows"]["product"] >= seed, timeout=120, message="initial sync")
-    wait_for(lambda: _in_sync(p), timeout=60, message="in sync")
+    wait_for(lambda: in_sync(p), timeout=60, message="in sync")
     # the in-memory broker dies and comes back empty: topics, tables, watermarks are gone
     p.worker.stop()
     p.broker.kill()
@@ -74,11 +73,3 @@ def test_broker_loss_rebuilds_links_without_duplicates_or_writes(pipeline_factor
 def _linked(p) -> int:
     data = httpx.get(f"http://127.0.0.1:{p.web_port}/status", timeout=5).json()
     return sum(f["linked"] for f in data["flows"].values())
-
-
-def _in_sync(p) -> bool:
-    try:
-        assert_in_sync(p)
-        return True
-    except AssertionError:
-        return False

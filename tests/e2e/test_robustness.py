@@ -7,8 +7,7 @@ import random
 
 import pytest
 
-from tests.e2e.harness import CRM_TOKEN, bnxt_all, crm_all, run, stamped, wait_for
-from tests.e2e.test_seeded_start import assert_in_sync
+from tests.e2e.harness import CRM_TOKEN, bnxt_all, crm_all, in_sync, run, stamped, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -119,12 +118,6 @@ def test_kill_9_during_initial_load_leaves_no_duplicates(pipeline_factory):
     wait_for(lambda: p.bnxt_stats()["rows"]["order"] >= seed + seed // 10 and
              p.bnxt_stats()["rows"]["product"] >= seed, timeout=180, message="load completes")
 
-    def converged():
-        try:
-            assert_in_sync(p)
-            return True
-        except AssertionError:
-            return False
-    wait_for(converged, timeout=120, message="converged")
+    wait_for(lambda: in_sync(p), timeout=120, message="converged")
     rows = p.bnxt_stats()["rows"]
     assert rows["order"] == seed + seed // 10 and rows["product"] == seed  # no duplicates

@@ -7,7 +7,7 @@ import asyncio
 
 import httpx
 import pytest
-from gql import Client, gql
+from gql import Client
 from gql.graphql_request import GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.httpx import HTTPXAsyncTransport
