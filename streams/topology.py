@@ -173,8 +173,9 @@ async def link_agent(stream):
         elif timers.get(key) is not None:
             del timers[key]
         for source_id, target_id in outcome.refs:
-            product_refs[f"c:{source_id}"] = target_id
-            product_refs[f"b:{target_id}"] = source_id
+            if product_refs.get(f"c:{source_id}") != target_id:  # each write is a changelog message
+                product_refs[f"c:{source_id}"] = target_id
+                product_refs[f"b:{target_id}"] = source_id
         metrics.record_actions(flow.id, outcome.actions)
         for action in outcome.actions:
             if action.startswith("warn:"):
