@@ -56,7 +56,7 @@ def test_two_workers_share_partitions_and_one_dies_mid_load(pipeline_factory):
     seed = 150
     p = pipeline_factory(seed=seed)
     first = p.start_worker()
-    second = p._spawn("worker-b", ["worker", "-l", "info"], env={**p.worker_env(), "TALKSTREAM_WEB_PORT": "0"})
+    second = p._spawn("worker-b", ["worker", "-l", "info", "--without-web"], env=p.worker_env())
     wait_for(lambda: "talkstream worker ready" in second.output(), timeout=90, message="second worker ready")
     wait_for(lambda: p.bnxt_stats()["rows"]["product"] >= seed // 3, timeout=120, message="load under way")
     first.kill9()
