@@ -14,7 +14,10 @@ import os
 from streams.app import make_app
 from streams.settings import Settings
 
-app = make_app(Settings(), app_id=os.environ.get("SMOKE_APP_ID", "smoke"))
+# SMOKE_LINGER > 0 makes the producer gather records into multi-record batches (used to show
+# what happens on the embedded broker without the single-record-batch protection)
+app = make_app(Settings(), app_id=os.environ.get("SMOKE_APP_ID", "smoke"),
+               producer_linger=float(os.environ.get("SMOKE_LINGER", "0")))
 events = app.topic(os.environ.get("SMOKE_TOPIC", "smoke-events"), value_serializer="json",
                    key_serializer="raw", partitions=2)
 

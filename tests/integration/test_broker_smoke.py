@@ -53,6 +53,8 @@ class SmokeWorker:
             "SMOKE_APP_ID": self.app_id,
             "SMOKE_TOPIC": self.topic,
             "SMOKE_DUMP": str(self.dump),
+            # without the protection, gather the changelog writes into batches for sure
+            "SMOKE_LINGER": "0" if self.protection == "on" else "0.05",
         }
         log = open(self.tmp / f"worker-{self.starts}.log", "wb")
         self.proc = subprocess.Popen(
