@@ -143,6 +143,24 @@ class BusinessnxtWriter:
                            matched=matched, error=error, attempt=cmd.attempt)
 
     async def apply(self, commands: list[WriteCommand]) -> list[WriteResult]:
+        # the same record's create twice in one batch (a re-sent command beside the original,
+        # e.g. after a crash): create it once, and answer both with that one result
+        same_as: dict[int, int] = {}
+        first: dict[tuple, int] = {}
+        for i, cmd in enumerate(commands):
+            if cmd.op == "create" and (cmd.idempotency_key or cmd.match):
+                key = (cmd.entity, cmd.origin_field, cmd.idempotency_key, tuple(sorted((cmd.match or {}).items())))
+                if key in first:
+                    same_as[i] = first[key]
+                else:
+                    first[key] = i
+        if same_as:
+            unique = [i for i in range(len(commands)) if i not in same_as]
+            applied = dict(zip(unique, await self.apply([commands[i] for i in unique])))
+            return [applied[i] if i in applied else applied[same_as[i]].model_copy(
+                        update={"command_id": commands[i].command_id, "link_key": commands[i].link_key,
+                                "attempt": commands[i].attempt})
+                    for i in range(len(commands))]
         results: dict[int, WriteResult] = {}
         groups: dict[tuple[str, str], list[int]] = {}
         for i, cmd in enumerate(commands):

@@ -269,6 +269,21 @@ def in_sync(p: Pipeline) -> bool:
         return False
 
 
+def wait_in_sync(p: Pipeline, timeout: float = 120.0) -> None:
+    """Wait until both systems agree; on a timeout, fail with what differs and the links' status."""
+    from tests.support import ConditionTimeout
+
+    try:
+        wait_until(lambda: in_sync(p), timeout=timeout, interval=0.5, message="in sync")
+    except ConditionTimeout:
+        status = p.cli("status", "--json").stdout
+        try:
+            assert_in_sync(p)
+        except AssertionError as exc:
+            raise AssertionError(f"not in sync after {timeout} s: {exc}\nstatus: {status}") from None
+        raise
+
+
 def wait_for(condition, timeout: float = 120.0, message: str = ""):
     return wait_until(condition, timeout=timeout, interval=0.25, message=message)
 

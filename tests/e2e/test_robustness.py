@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from tests.e2e.harness import CRM_TOKEN, bnxt_all, crm_all, in_sync, run, stamped, wait_for
+from tests.e2e.harness import bnxt_all, crm_all, in_sync, run, stamped, wait_for, wait_in_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -64,38 +64,36 @@ def _metric(p, name: str) -> float:
 def test_bad_records_are_dead_lettered_and_the_rest_syncs(pipeline_factory):
     p = pipeline_factory(seed=5, env_extra={"TALKSTREAM_PARK_TIMEOUT": "3"})
     p.start_worker()
-    # an order whose product is never linked (unknown reference past its bound) ...
+    wait_for(lambda: in_sync(p), timeout=60, message="initial sync")
+    p.worker.stop()
+    # while no worker runs: an order whose product is deleted before it was ever linked, so its
+    # reference can never resolve (unknown reference past its bound) ...
+    product = crm_create(p, "products", {"Sku": "GONE-1", "Name": "Deleted before linking", "Price": "1.00"})
     ghost = crm_create(p, "orders", {"Name": "Ghost line", "CustomerNo": 10001, "OrderDate": "2026-11-25",
-                                     "Lines": [{"LineNo": 1, "ProductId": "prd_does_not_exist", "Quantity": "1",
-                                                "UnitPrice": "1"}]}) if _crm_accepts_unknown_products(p) else None
-    # ... and an order the ERP rejects (unknown customer): a permanent API error
+                                     "Lines": [{"LineNo": 1, "ProductId": product["Id"], "Quantity": "1",
+                                                "UnitPrice": "1"}]})
+
+    async def delete_product():
+        async with p.crm() as c:
+            await c.delete("products", product["Id"])
+    run(delete_product())
+    # ... an order the ERP rejects (unknown customer): a permanent API error ...
     rejected = crm_create(p, "orders", {"Name": "Bad customer", "CustomerNo": 99999, "OrderDate": "2026-11-25"})
+    # ... and a good one
     good = crm_create(p, "orders", {"Name": "Good one", "CustomerNo": 10002, "OrderDate": "2026-11-25"})
+    p.start_worker()
 
     def dead_keys():
         return {d["link_key"]: d for d in deadletters(p)}
-    wanted = {f"order-order:{rejected['Id']}"} | ({f"order-order:{ghost['Id']}"} if ghost else set())
+    wanted = {f"order-order:{rejected['Id']}", f"order-order:{ghost['Id']}"}
     wait_for(lambda: wanted <= set(dead_keys()), timeout=90, message="dead letters written")
     dead = dead_keys()
     assert "customer" in dead[f"order-order:{rejected['Id']}"]["reason"]
-    if ghost:
-        entry = dead[f"order-order:{ghost['Id']}"]
-        assert entry["error_type"] == "unknown_reference" and "prd_does_not_exist" in entry["reason"]
+    entry = dead[f"order-order:{ghost['Id']}"]
+    assert entry["error_type"] == "unknown_reference" and product["Id"] in entry["reason"]
     wait_for(lambda: good["Id"] in stamped(run(bnxt_all(p, "order")), "customcrm:order:"), timeout=60,
              message="the good record still syncs")
     wait_for(lambda: _synced_except(p, wanted), timeout=60, message="seeded records in sync")
-
-
-def _crm_accepts_unknown_products(p) -> bool:
-    import httpx
-
-    r = httpx.post(p.crm_url + "/api/v1/orders", headers={"Authorization": f"Bearer {CRM_TOKEN}"},
-                   json={"Name": "probe", "CustomerNo": 10001, "OrderDate": "2026-11-25",
-                         "Lines": [{"LineNo": 1, "ProductId": "prd_nope", "Quantity": "1", "UnitPrice": "1"}]})
-    if r.status_code == 201:
-        httpx.delete(p.crm_url + f"/api/v1/orders/{r.json()['Id']}", headers={"Authorization": f"Bearer {CRM_TOKEN}"})
-        return True
-    return False
 
 
 def _synced_except(p, dead_keys) -> bool:
@@ -118,6 +116,6 @@ def test_kill_9_during_initial_load_leaves_no_duplicates(pipeline_factory):
     wait_for(lambda: p.bnxt_stats()["rows"]["order"] >= seed + seed // 10 and
              p.bnxt_stats()["rows"]["product"] >= seed, timeout=180, message="load completes")
 
-    wait_for(lambda: in_sync(p), timeout=120, message="converged")
+    wait_in_sync(p, timeout=180)
     rows = p.bnxt_stats()["rows"]
     assert rows["order"] == seed + seed // 10 and rows["product"] == seed  # no duplicates

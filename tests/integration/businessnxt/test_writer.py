@@ -118,3 +118,15 @@ async def test_batch_with_bad_rows_and_matches(sandbox):
         res2 = await w.apply(cmds + orders)
         assert [r.target_id for r in res2] == [r.target_id for r in res]
         assert sandbox.state.store.count("order") == 25 and sandbox.state.store.count("product") == 29
+
+
+async def test_the_same_create_twice_in_one_batch_makes_one_record(sandbox_factory):
+    """A re-sent create beside its original (after a crash) must not make a second order."""
+    sb = sandbox_factory(seed=5)
+    twice = [order_create(9), order_create(9).model_copy(update={"command_id": "c9-create-again"})]
+    async with closing(sb.client()) as client:
+        first, second = await BusinessnxtWriter(client).apply(twice)
+        assert first.status == second.status == "ok" and first.target_id == second.target_id
+        assert second.command_id == "c9-create-again"
+        rows = await client.read_all("order", filter={"information1": {"_eq": "customcrm:order:ord_000009"}})
+        assert len(rows) == 1
