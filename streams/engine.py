@@ -204,11 +204,7 @@ def handle_change(link: dict | None, flow: Flow, event: ChangeEvent, key: str, *
         out.actions.append("deadletter")
         return out
 
-    if event.version is not None:
-        link["seen"][side] = event.version
-    if link.get("park") and link["park"].get("event"):
-        link["park"] = None  # the parked event is superseded by this newer one
-    link.pop("blocked", None)  # a new version of the record: try again
+    _accept_version(link, side, event)
 
     if link["ids"][side] is None:
         link["ids"][side] = event.id
@@ -376,6 +372,15 @@ def redrive(link: dict | None, flow: Flow, *, now: float, refs: RefResolver | No
 # --------------------------------------------------------------------------- internals
 
 
+def _accept_version(link: dict, side: str, event: ChangeEvent) -> None:
+    """A newer version of a side's record: remember it, and let a blocked or parked link try again."""
+    if event.version is not None:
+        link["seen"][side] = event.version
+    if link.get("park") and link["park"].get("event"):
+        link["park"] = None  # the parked event is superseded by this newer one
+    link.pop("blocked", None)
+
+
 def _note_create_only(out: Outcome, flow: Flow, co: dict) -> None:
     link = out.link
     previous = link["co"]
@@ -431,11 +436,7 @@ def _merge(out: Outcome, flow: Flow, side: str, values: dict, t: float | None, r
 def _apply_delete(out: Outcome, flow: Flow, side: str, event: ChangeEvent, now: float,
                   refs: RefResolver | None, policy: Policy) -> Outcome:
     link = out.link
-    if event.version is not None:
-        link["seen"][side] = event.version
-    if link.get("park") and link["park"].get("event"):
-        link["park"] = None  # the parked event is superseded by this newer one
-    link.pop("blocked", None)  # a new version of the record: try again
+    _accept_version(link, side, event)
 
     if link["ids"][side] is None:
         link["ids"][side] = event.id

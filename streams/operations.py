@@ -11,9 +11,9 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
-from connectors.common.kafka import bootstrap_servers, make_producer, read_all
+from connectors.common.kafka import bootstrap_servers, make_producer, partitions, read_all
 from connectors.common.watermarks import WATERMARK_TOPIC, WatermarkStore, watermark_key
 from schemas.change import ChangeEvent, change_topic
 from schemas.deadletter import DEADLETTER_TOPIC, DeadLetter
@@ -223,11 +223,7 @@ async def consumer_lag(bootstrap: str, group: str, topics: list[str]) -> dict[st
     try:
         out: dict[str, int] = {}
         for topic in topics:
-            parts = consumer.partitions_for_topic(topic)
-            if parts is None:
-                await consumer._client.force_metadata_update()  # noqa: SLF001
-                parts = consumer.partitions_for_topic(topic) or set()
-            tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            tps = await partitions(consumer, topic)
             if not tps:
                 continue
             ends = await consumer.end_offsets(tps)

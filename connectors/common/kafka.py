@@ -99,16 +99,21 @@ class KafkaPublisher:
             await asyncio.gather(*futures)
 
 
+async def partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """The partitions of a topic, refreshing the consumer's metadata once when it does not know them."""
+    parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
+        parts = consumer.partitions_for_topic(topic) or set()
+    return [TopicPartition(topic, p) for p in sorted(parts)]
+
+
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     """Partition -> end offset (high watermark) of a topic."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = await partitions(consumer, topic)
         offs = await consumer.end_offsets(tps) if tps else {}
         return {tp.partition: off for tp, off in offs.items()}
     finally:
@@ -131,11 +136,7 @@ async def read_all(
     await consumer.start()
     out: list[tuple[int, int, bytes | None, bytes | None]] = []
     try:
-        parts = consumer.partitions_for_topic(topic)
-        if parts is None:
-            await consumer._client.force_metadata_update()  # noqa: SLF001
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = await partitions(consumer, topic)
         if not tps:
             return out
         consumer.assign(tps)
