@@ -258,25 +258,18 @@ def handle_result(link: dict | None, flow: Flow, result: WriteResult, *, now: fl
             link["acked"][side] = result.version
             if version_newer(result.system, result.version, link["seen"][side]):
                 link["seen"][side] = result.version
-        if result.record is not None:
-            try:
-                values = _canonical(flow, side, result.record, refs)
-            except (MissingReferences, MappingError):
-                values = None
-            if values is not None:
-                if result.op == "create":
-                    # the record as it stands: ours as we wrote it, or one that already existed
-                    # (matched by key, or found by its origin stamp after a crash or a lost
-                    # broker); its values take part in the merge with the time it last changed
-                    t = _ts_text(result.version) if result.version else None
-                    _merge(out, flow, side, values, t if isinstance(t, float) else None, False)
-                    # what the record does not hold was not written: let it be derived again
-                    wrote, rep = link["wrote"][side], link["rep"][side]
-                    for prop in [p for p, hv in wrote.items() if rep.get(p) != hv]:
-                        del wrote[prop]
-                else:
-                    for prop, value in values.items():
-                        link["rep"][side][prop] = h(value)
+        if result.op == "create":
+            # the record as it stands: ours as we wrote it, or one that already existed
+            # (matched by key, or found by its origin stamp after a crash or a lost broker)
+            if _merge_record(out, flow, side, result, refs):
+                # what the record does not hold was not written: let it be derived again
+                wrote, rep = link["wrote"][side], link["rep"][side]
+                for prop in [p for p, hv in wrote.items() if rep.get(p) != hv]:
+                    del wrote[prop]
+        else:
+            values = _record_values(flow, side, result, refs)
+            for prop, value in (values or {}).items():
+                link["rep"][side][prop] = h(value)
         out.actions.append(f"ack:{result.op}")
         return _finish(out, flow, now, refs, policy)
 
@@ -293,18 +286,11 @@ def handle_result(link: dict | None, flow: Flow, result: WriteResult, *, now: fl
         # the record changed after the write was derived: nothing was written; what it holds
         # now takes part in the merge, and the writes are derived again
         _forget_written(link, side, sent.get("props", []))
-        if result.record is not None:
-            try:
-                values = _canonical(flow, side, result.record, refs)
-            except (MissingReferences, MappingError):
-                values = None
-            if values is not None:
-                if result.version and version_newer(result.system, result.version, link["seen"][side]):
-                    link["seen"][side] = result.version
-                t = _ts_text(result.version) if result.version else None
-                _merge(out, flow, side, values, t if isinstance(t, float) else None, False)
-                out.actions.append("conflict:merged")
-                return _finish(out, flow, now, refs, policy)
+        if _merge_record(out, flow, side, result, refs):
+            if result.version and version_newer(result.system, result.version, link["seen"][side]):
+                link["seen"][side] = result.version
+            out.actions.append("conflict:merged")
+            return _finish(out, flow, now, refs, policy)
         link["retry_at"] = now + 1.0  # the newer version arrives with the next poll
         out.actions.append("conflict:wait")
         return _finish(out, flow, now, refs, policy)
@@ -370,6 +356,26 @@ def redrive(link: dict | None, flow: Flow, *, now: float, refs: RefResolver | No
 
 
 # --------------------------------------------------------------------------- internals
+
+
+def _record_values(flow: Flow, side: str, result: WriteResult, refs: RefResolver | None) -> dict | None:
+    """Canonical values of the record a write result carries (None: none, or unreadable)."""
+    if result.record is None:
+        return None
+    try:
+        return _canonical(flow, side, result.record, refs)
+    except (MissingReferences, MappingError):
+        return None
+
+
+def _merge_record(out: Outcome, flow: Flow, side: str, result: WriteResult, refs: RefResolver | None) -> bool:
+    """Merge the record a result carries, with the time it last changed; False when there is none."""
+    values = _record_values(flow, side, result, refs)
+    if values is None:
+        return False
+    t = _ts_text(result.version) if result.version else None
+    _merge(out, flow, side, values, t if isinstance(t, float) else None, False)
+    return True
 
 
 def _accept_version(link: dict, side: str, event: ChangeEvent) -> None:
