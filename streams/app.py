@@ -64,6 +64,7 @@ def make_app(settings: Settings | None = None, *, app_id: str | None = None, **o
         web_host=settings.web_host,
     )
     conf.update(overrides)
+    kafka_compat.set_fetch_max_wait(settings.fetch_max_wait_ms)
     os.makedirs(settings.data_dir, exist_ok=True)
     app = faust.App(app_id or settings.app_id, autodiscover=False, **conf)
 

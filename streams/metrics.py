@@ -23,7 +23,7 @@ API_LATENCY = Histogram("talkstream_api_request_seconds", "Duration of one sink 
                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 SYNC_LATENCY = Histogram("talkstream_sync_latency_seconds",
                          "Source modification time to target write acknowledged.", ["flow"], registry=REGISTRY,
-                         buckets=(0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 300))
+                         buckets=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 300))
 POLLS = Counter("talkstream_polls_total", "Polls, per system and entity.", ["system", "entity"], registry=REGISTRY)
 LAST_POLL = Gauge("talkstream_last_poll_timestamp_seconds", "Time of the last successful poll.",
                   ["system", "entity"], registry=REGISTRY)

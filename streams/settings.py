@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     )
     app_id: str = Field(default="talkstream", description="Faust app id: consumer group and topic prefix.")
     partitions: int = Field(default=4, ge=1, description="Partitions of the topics talkstream creates.")
+    fetch_max_wait_ms: int = Field(
+        default=50, ge=1, le=1500,
+        description="Longest a consumer fetch waits for new data. The embedded broker answers an idle fetch only "
+        "when this expires (it does not return early when data arrives), so it bounds the latency of every hop.")
     store: str = Field(default="memory://", description="Faust table store: memory:// or rocksdb://.")
     data_dir: str = Field(default=".talkstream", description="Worker data directory (RocksDB tables).")
     web_port: int = Field(default=6066, description="Port of the worker's web server (webhooks, metrics).")

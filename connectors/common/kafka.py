@@ -132,6 +132,7 @@ async def read_all(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         group_id=None,
+        fetch_max_wait_ms=50,  # the embedded broker holds an empty fetch for the full wait
     )
     await consumer.start()
     out: list[tuple[int, int, bytes | None, bytes | None]] = []

@@ -7,6 +7,13 @@ out, and the next worker's join waited for it (measured: ready in 19.5 s
 instead of 6.5 s). ``apply()`` makes aiokafka leave whenever it holds a valid
 generation (``>= 0``; -1 means "none"), which is what the Kafka protocol says.
 Idempotent; harmless on Apache Kafka, whose generations start at 1.
+
+Faust hard-codes ``fetch_max_wait_ms=1500`` for its worker consumer. Apache
+Kafka answers a waiting fetch as soon as data arrives, but Tansu waits the
+whole time, so every hop of the topology (change -> flow -> command -> result)
+cost about 0.6 s (measured: a produce -> consume round trip takes p50 0.615 s
+at 1500 ms, 0.115 s at 500 ms, 0.017 s at 100 ms, 0.005 s at 20 ms).
+``set_fetch_max_wait()`` makes Faust's consumers use the configured wait.
 """
 from __future__ import annotations
 
@@ -30,6 +37,27 @@ async def _maybe_leave_group(self) -> None:
         else:
             log.info("LeaveGroup request succeeded")
     self.reset_generation()
+
+
+_fetch_max_wait_ms: int | None = None
+
+
+def set_fetch_max_wait(ms: int) -> None:
+    """Faust's worker consumer waits at most ``ms`` for data in a fetch (instead of 1,500 ms)."""
+    global _fetch_max_wait_ms
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    cls = faust_aiokafka.AIOKafkaConsumerThread
+    if _fetch_max_wait_ms is None:
+        original = cls._create_worker_consumer
+
+        def _create_worker_consumer(self, transport):
+            consumer = original(self, transport)
+            consumer._fetch_max_wait_ms = _fetch_max_wait_ms  # read when the consumer starts its fetcher
+            return consumer
+
+        cls._create_worker_consumer = _create_worker_consumer
+    _fetch_max_wait_ms = ms
 
 
 def apply() -> None:
