@@ -135,10 +135,14 @@ def status_count(stats: dict, code: str) -> int:
     return sum(by.get(code, 0) for by in stats.get("requests", {}).values())
 
 
+EXTRA_ENV: dict[str, str] = {}  # --env NAME=VALUE: settings to try (e.g. TALKSTREAM_PARTITIONS=8)
+
+
 def fast_env(extra: dict | None = None) -> dict:
     env = {"TALKSTREAM_CUSTOMCRM_RATE_LIMIT": "5000", "TALKSTREAM_BUSINESSNXT_RATE_LIMIT": "1000000",
            "TALKSTREAM_PARK_TIMEOUT": "600", "TALKSTREAM_ACK_TIMEOUT": "60"}
     env.update(extra or {})
+    env.update(EXTRA_ENV)
     return env
 
 
@@ -333,7 +337,10 @@ def main() -> None:
     parser.add_argument("--edit-seconds", type=float, default=60.0)
     parser.add_argument("--skip", action="append", default=[],
                         help="skip a part: load, ceilings, edits, rate-limited")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a worker setting for every part (repeatable), e.g. TALKSTREAM_PARTITIONS=8")
     args = parser.parse_args()
+    EXTRA_ENV.update(item.split("=", 1) for item in args.env)
     n = max(10, int(10000 * args.scale))
     out: dict = {"machine": {"cores": os.cpu_count(), "python": platform.python_version(),
                              "platform": platform.platform()},

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import orjson
 
@@ -549,14 +549,45 @@ def _finish(out: Outcome, flow: Flow, now: float, refs: RefResolver | None, poli
 
 def next_wake(link: dict, policy: Policy) -> float | None:
     """When this link needs a tick, from its state alone (None: never)."""
+    wake = wake_plan(link, policy)
+    return wake.at if wake else None
+
+
+@dataclass(slots=True)
+class Wake:
+    """When a link needs a tick, and why (see ``tick_useful``)."""
+    at: float                    # the earliest wake-up
+    other_at: float | None       # the earliest that is not a parked order's retry (lost results, retries)
+    missing: tuple[str, ...]     # a parked order's unlinked product ids (empty: not parked)
+    parked_at: float = 0.0       # when the parked order last tried
+
+
+def wake_plan(link: dict, policy: Policy) -> Wake | None:
+    """The link's wake-ups, from its state alone (None: it never needs a tick)."""
     if link["status"] == DELETED or link.get("blocked"):
         return None
-    wakes = [s["at"] + policy.ack_timeout for s in link["inflight"].values()]
-    if link["park"]:
-        wakes.append(link["park"]["next"])
+    others = [s["at"] + policy.ack_timeout for s in link["inflight"].values()]
     if link.get("retry_at"):
-        wakes.append(link["retry_at"])
-    return min(wakes) if wakes else None
+        others.append(link["retry_at"])
+    other_at = min(others) if others else None
+    park = link["park"]
+    if park:
+        at = park["next"] if other_at is None else min(other_at, park["next"])
+        return Wake(at, other_at, tuple(park.get("missing") or ()), park.get("last", 0.0))
+    return Wake(other_at, other_at, ()) if other_at is not None else None
+
+
+def tick_useful(wake: Wake, now: float, linked: Callable[[str], bool], policy: Policy) -> bool:
+    """Is a tick worth sending now? A parked order retries as soon as its products are
+    linked, and otherwise only every ``park_backoff_max`` seconds (which keeps its
+    waiting-time bound counting): no tick storm while products are still being created."""
+    if wake.at > now:
+        return False
+    if wake.other_at is not None and wake.other_at <= now:
+        return True
+    if not wake.missing:
+        return True
+    return now - wake.parked_at >= policy.park_backoff_max or all(linked(m) for m in wake.missing)
 
 
 def _create_target(out: Outcome, flow: Flow, now: float, refs: RefResolver | None, policy: Policy) -> None:

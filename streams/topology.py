@@ -54,9 +54,9 @@ flow_events = _raw_topic(FLOW_EVENTS)
 deadletter_topic = _raw_topic(DEADLETTER_TOPIC)
 command_topics = {pair: _raw_topic(command_topic(*pair)) for pair in ENTITIES}
 
-links = app.Table("links", default=None, partitions=PARTITIONS)
+#: Each link as JSON bytes: a third of the memory of the dict, and no Faust JSON encoding per write.
+links = app.Table("links", default=None, partitions=PARTITIONS, value_type=bytes)  # bytes: the "raw" codec
 routes = app.Table("routes", default=None, partitions=PARTITIONS)
-timers = app.Table("timers", default=None, partitions=PARTITIONS)
 product_refs = app.GlobalTable("product-refs", default=None, partitions=PARTITIONS)
 
 
@@ -83,6 +83,46 @@ class TableRefs:
 REFS = TableRefs()
 POLICY = engine.Policy(park_timeout=settings.park_timeout, write_retry_max=settings.write_retry_max,
                        ack_timeout=settings.ack_timeout, settings=settings)
+
+
+# --------------------------------------------------------------------------- link state
+#
+# Derived in memory from the links table, never written to a topic of their own
+# (that would cost changelog messages on every write): when each local link
+# needs a tick, and a one-line summary per link for /status. Both are rebuilt
+# from the table after every recovery (start-up, rebalance).
+
+schedule: dict[str, engine.Wake] = {}
+summaries: dict[str, tuple[str, str, bool, bool]] = {}  # key -> (flow, status, parked, blocked), source-side links
+
+
+def get_link(key: str) -> dict | None:
+    raw = links.get(key)
+    return orjson.loads(raw) if raw else None
+
+
+def put_link(key: str, link: dict) -> None:
+    links[key] = orjson.dumps(link)
+    _index(key, link)
+
+
+def _index(key: str, link: dict) -> None:
+    wake = engine.wake_plan(link, POLICY)
+    if wake is not None:
+        schedule[key] = wake
+    else:
+        schedule.pop(key, None)
+    if link["ids"].get(engine.SOURCE):
+        summaries[key] = (link["flow"], link["status"], bool(link.get("park")), bool(link.get("blocked")))
+
+
+@links.on_recover
+async def _rebuild_link_index() -> None:
+    schedule.clear()
+    summaries.clear()
+    for key, raw in list(links.items()):
+        if raw:
+            _index(key, orjson.loads(raw))
 
 
 def _flow_message(kind: str, flow: str, **body) -> bytes:
@@ -142,7 +182,7 @@ async def link_agent(stream):
                                           payload=event.value.decode(errors="replace")[:10000]))
             continue
         now = time.time()
-        state = links.get(key)
+        state = get_link(key)
         kind = message["kind"]
         try:
             if kind == "change":
@@ -165,13 +205,7 @@ async def link_agent(stream):
             continue
         if kind in ("tick", "redrive") and state is None:
             continue
-        links[key] = outcome.link
-        wake_at = engine.next_wake(outcome.link, POLICY)
-        if wake_at is not None:
-            if timers.get(key) != wake_at:
-                timers[key] = wake_at
-        elif timers.get(key) is not None:
-            del timers[key]
+        put_link(key, outcome.link)
         for source_id, target_id in outcome.refs:
             if product_refs.get(f"c:{source_id}") != target_id:  # each write is a changelog message
                 product_refs[f"c:{source_id}"] = target_id
@@ -241,8 +275,8 @@ _ticked: dict[str, float] = {}
 async def wake_links() -> None:
     """Send a tick to every local link whose wake-up time has come."""
     now = time.time()
-    for key, due in list(timers.items()):
-        if due is None or due > now:
+    for key, wake in list(schedule.items()):
+        if not engine.tick_useful(wake, now, lambda product: REFS.to_target(product) is not None, POLICY):
             continue
         if now - _ticked.get(key, 0.0) < 2.0:
             continue  # a tick is on its way
@@ -317,23 +351,18 @@ def local_status() -> dict:
     """What this worker holds and has done (its partitions only)."""
     flows: dict[str, dict[str, int]] = {f.id: {"links": 0, "linked": 0, "pending": 0, "parked": 0, "blocked": 0,
                                                "deleted": 0} for f in mapping.flows}
-    for key, link in list(links.items()):
-        if not link or not link["ids"].get(engine.SOURCE):
-            continue  # a target record no source record has (yet): not a link
-        row = flows.setdefault(link["flow"], {"links": 0, "linked": 0, "pending": 0, "parked": 0, "blocked": 0,
-                                              "deleted": 0})
+    for flow_id, status, parked, blocked in list(summaries.values()):  # target-only records are not links
+        row = flows.setdefault(flow_id, {"links": 0, "linked": 0, "pending": 0, "parked": 0, "blocked": 0,
+                                         "deleted": 0})
         row["links"] += 1
-        status = link["status"]
         if status == engine.LINKED:
             row["linked"] += 1
         elif status == engine.PENDING:
             row["pending"] += 1
         elif status == engine.DELETED:
             row["deleted"] += 1
-        if link.get("park"):
-            row["parked"] += 1
-        if link.get("blocked"):
-            row["blocked"] += 1
+        row["parked"] += parked
+        row["blocked"] += blocked
     for fid, row in flows.items():
         for name in ("linked", "pending", "parked", "blocked", "deleted"):
             metrics.LINKS.labels(fid, name).set(row[name])

@@ -187,6 +187,31 @@ def test_order_with_unlinked_product_parks_then_syncs():
     assert [c.op for c in later.commands] == ["create"] and later.link["park"] is None
 
 
+def test_a_parked_order_is_ticked_when_its_products_are_linked_not_on_every_backoff_step():
+    out = handle_change(None, ORDER, crm_order(), "order-order:ord_1", now=0, refs=DictRefResolver({}), policy=POLICY)
+    wake = engine.wake_plan(out.link, POLICY)
+    assert wake.missing == ("prd_1",) and wake.other_at is None
+    unlinked, linked = (lambda _p: False), (lambda _p: True)
+    assert not engine.tick_useful(wake, wake.at - 0.01, linked, POLICY)  # not due yet
+    assert not engine.tick_useful(wake, wake.at, unlinked, POLICY)  # due, but retrying cannot succeed
+    assert engine.tick_useful(wake, wake.at, linked, POLICY)  # its product got linked: retry now
+    # still unlinked: one retry per park_backoff_max, so the waiting-time bound keeps counting
+    assert engine.tick_useful(wake, POLICY.park_backoff_max, unlinked, POLICY)
+
+
+def test_a_lost_result_is_ticked_even_while_the_order_waits_for_products():
+    out = handle_change(None, ORDER, crm_order(), "order-order:ord_1", now=0, refs=DictRefResolver({}), policy=POLICY)
+    link = out.link
+    link["inflight"]["order-order:ord_1#9"] = {"side": "businessnxt", "op": "update", "props": [], "at": 0}
+    wake = engine.wake_plan(link, POLICY)
+    assert wake.other_at == POLICY.ack_timeout
+    assert engine.tick_useful(wake, POLICY.ack_timeout, lambda _p: False, POLICY)
+
+
+def test_a_linked_idle_link_needs_no_tick():
+    assert engine.wake_plan(linked_order()[0], POLICY) is None
+
+
 def test_parked_past_its_bound_is_dead_lettered_with_the_missing_ids():
     refs = DictRefResolver({})
     out = handle_change(None, ORDER, crm_order(), "order-order:ord_1", now=0, refs=refs, policy=POLICY)
