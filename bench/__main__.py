@@ -44,9 +44,9 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from connectors.common.kafka import ensure_topics, make_producer  # noqa: E402
+from connectors.common.kafka import ensure_topics, make_producer, partitions  # noqa: E402
 from streams.embedded_broker import EmbeddedBroker  # noqa: E402
-from tests.e2e.harness import Pipeline, bnxt_all, run, stamped  # noqa: E402
+from tests.e2e.harness import Pipeline, bnxt_all, crm_all, run, stamped  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 console = Console()
@@ -127,6 +127,24 @@ def wait(condition, timeout: float, what: str) -> None:
     raise TimeoutError(f"benchmark step did not finish within {timeout:.0f} s: {what}")
 
 
+def topic_message_counts(bootstrap: str) -> dict[str, int]:
+    """Messages on every topic of the broker (the sum of its partitions' end offsets)."""
+    async def go() -> dict[str, int]:
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            counts = {}
+            for topic in sorted(await consumer.topics()):
+                tps = await partitions(consumer, topic)
+                counts[topic] = sum((await consumer.end_offsets(tps)).values()) if tps else 0
+            return counts
+        finally:
+            await consumer.stop()
+    return run(go())
+
+
 def requests(stats: dict) -> int:
     return int(stats.get("total", 0))
 
@@ -151,7 +169,7 @@ def fast_env(extra: dict | None = None) -> dict:
 
 def initial_load(n: int, tmp: Path, *, rate_limited: bool = False) -> dict:
     tmp.mkdir(parents=True, exist_ok=True)
-    p = Pipeline(tmp, seed=n, crm_rate_limit="off", env_extra=fast_env({"TALKSTREAM_POLL_INTERVAL": "0.5"}))
+    p = Pipeline(tmp, seed=n, crm_rate_limit="off", env_extra=fast_env())  # default poll interval (1 s)
     p.start()
     try:
         httpx.post(p.bnxt_base + "/_sandbox/config",
@@ -168,7 +186,9 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False) -> dict:
         crm1, bnxt1 = p.crm_stats(), p.bnxt_stats()
         text = metrics_text(p)
         rss, peak = peak_rss_mib(p.worker.process.pid)
-        produced = metric_sum(text, "talkstream_events_out_total") + records  # + the pollers' change events
+        # every message on the broker, changelogs included (the broker is fresh: the seed is in the sandboxes)
+        per_topic = {t: n for t, n in topic_message_counts(p.broker.bootstrap).items() if n}
+        produced = sum(per_topic.values())
         deadletters = metric_sum(text, "talkstream_deadletters_total")
         failed_writes = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                             if line.startswith("talkstream_writes_total{") and 'status="ok"' not in line)
@@ -179,6 +199,7 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False) -> dict:
             "seconds": elapsed,
             "records_per_s": records / elapsed,
             "messages_per_record": produced / records,
+            "messages_per_topic": per_topic,
             "requests_customcrm": requests(crm1) - requests(crm0),
             "requests_businessnxt": requests(bnxt1) - requests(bnxt0),
             "responses_429": status_count(bnxt1, "429") - status_count(bnxt0, "429"),
@@ -258,8 +279,18 @@ def ceiling_api(n: int, tmp: Path) -> float:
 # --------------------------------------------------------------------------- 4: near-real-time edits
 
 
-def edit_stream(tmp: Path, rate: float, seconds: float, seed: int = 300) -> dict:
+def edit_stream(tmp: Path, rate: float, seconds: float) -> dict:
+    """Single edits at ``rate`` per second, alternating Customcrm and Business NXT.
+
+    Every edit goes to a different order, so no two edits of one record can
+    coalesce between two polls and each edit must make exactly one write on the
+    other side and none back. Counted per record: Customcrm's ``Version`` (one
+    per write) and the Business NXT sandbox's writes per row.
+    """
     tmp.mkdir(parents=True, exist_ok=True)
+    n_edits = int(rate * seconds) + 2
+    seed = n_edits // 2 + 10  # orders on each side to edit once
+    seed = seed * 2  # half the Customcrm orders are edited there, half in the ERP
     p = Pipeline(tmp, seed=seed, webhooks=True, crm_rate_limit="off",
                  env_extra=fast_env({"TALKSTREAM_POLL_INTERVAL": "0.5"}))
     p.start()
@@ -267,18 +298,20 @@ def edit_stream(tmp: Path, rate: float, seconds: float, seed: int = 300) -> dict
         httpx.post(p.bnxt_base + "/_sandbox/config", json={"rate_limit_per_min": None}).raise_for_status()
         p.start_worker()
         records = seed * 2 + seed // 10
-        wait(lambda: all_linked(p, records), timeout=600, what="seeded records linked")
+        wait(lambda: all_linked(p, records), timeout=900, what="seeded records linked")
         time.sleep(3)  # let the last echoes drain before counting (a measurement pause, not a sync)
         orders = sorted(stamped(run(bnxt_all(p, "order")), "customcrm:order:").items())
         half = len(orders) // 2
         crm_side = [crm_id for crm_id, _ in orders[:half]]
-        erp_side = [rows[0]["orderNo"] for _, rows in orders[half:]]
+        erp_side = [(crm_id, rows[0]["orderNo"]) for crm_id, rows in orders[half:]]
+        versions0 = {o["Id"]: o["Version"] for o in run(crm_all(p, "orders"))}
+        rows0 = _row_writes(p)
         before = metrics_text(p)
         c0, b0 = p.crm_stats(), p.bnxt_stats()
-        n_crm = n_erp = 0
+        edited_crm: list[str] = []
+        edited_erp: list[tuple[str, int]] = []
 
-        async def edits() -> tuple[int, int]:
-            nc = ne = 0
+        async def edits() -> None:
             async with p.crm() as crm, p.bnxt() as erp:
                 start = time.monotonic()
                 i = 0
@@ -288,33 +321,45 @@ def edit_stream(tmp: Path, rate: float, seconds: float, seed: int = 300) -> dict
                     if delay > 0:
                         await asyncio.sleep(delay)  # pacing the load generator, not synchronising a test
                     if i % 2 == 0:
-                        await crm.update("orders", crm_side[(i // 2) % len(crm_side)], {"YourReference": f"c{i}"})
-                        nc += 1
+                        crm_id = crm_side[len(edited_crm)]
+                        await crm.update("orders", crm_id, {"YourReference": f"c{i}"})
+                        edited_crm.append(crm_id)
                     else:
-                        await erp.update("order", [{"orderNo": {"_eq": erp_side[(i // 2) % len(erp_side)]}}],
+                        crm_id, order_no = erp_side[len(edited_erp)]
+                        await erp.update("order", [{"orderNo": {"_eq": order_no}}],
                                          [{"yourReference": f"e{i}"}], fields="orderNo")
-                        ne += 1
+                        edited_erp.append((crm_id, order_no))
                     i += 1
-            return nc, ne
-        n_crm, n_erp = run(edits())
+        run(edits())
         time.sleep(5)  # the last edits' syncs and any echoes (measurement window)
         after = metrics_text(p)
         c1, b1 = p.crm_stats(), p.bnxt_stats()
-        crm_writes = _crm_writes(c1) - _crm_writes(c0)
-        erp_mutations = b1["mutations"] - b0["mutations"]
-        ours_to_erp = erp_mutations - n_erp
-        ours_to_crm = crm_writes - n_crm
+        versions1 = {o["Id"]: o["Version"] for o in run(crm_all(p, "orders"))}
+        rows1 = _row_writes(p)
+        crm_writes = {i: versions1[i] - versions0[i] for i in versions0}  # writes per Customcrm order
+        erp_writes = {k: rows1.get(k, 0) - rows0.get(k, 0) for k in set(rows0) | set(rows1)}
+        erp_no = {crm_id: str(rows[0]["orderNo"]) for crm_id, rows in orders}
+        # an edit in Customcrm: its own write there (1), ours to the ERP row; one in the ERP: the reverse
+        forward = ([erp_writes.get(erp_no[c], 0) for c in edited_crm]
+                   + [crm_writes[c] for c, _ in edited_erp])
+        echoes = (sum(crm_writes[c] - 1 for c in edited_crm)
+                  + sum(erp_writes.get(str(no), 0) - 1 for _, no in edited_erp))
+        edited = set(edited_crm) | {c for c, _ in edited_erp}
+        untouched = (sum(w for c, w in crm_writes.items() if c not in edited)
+                     + sum(w for k, w in erp_writes.items() if k not in {erp_no[c] for c in edited}))
         h0 = histogram(before, "talkstream_sync_latency_seconds")
         h1 = histogram(after, "talkstream_sync_latency_seconds")
-        edits_total = n_crm + n_erp
+        edits_total = len(edited_crm) + len(edited_erp)
         return {
             "edits": edits_total,
             "edits_per_s": edits_total / seconds,
             "p50_s": quantile(h0, h1, 0.50),
             "p95_s": quantile(h0, h1, 0.95),
             "p99_s": quantile(h0, h1, 0.99),
-            "writes_per_edit": (ours_to_erp + ours_to_crm) / edits_total if edits_total else None,
-            "echo_writes": (ours_to_erp - n_crm) + (ours_to_crm - n_erp),
+            "writes_per_edit": sum(forward) / edits_total if edits_total else None,
+            "edits_with_one_write": sum(1 for w in forward if w == 1),
+            "echo_writes": echoes,
+            "writes_to_records_not_edited": untouched,
             "requests_per_edit_customcrm": (requests(c1) - requests(c0)) / edits_total,
             "requests_per_edit_businessnxt": (requests(b1) - requests(b0)) / edits_total,
         }
@@ -322,9 +367,8 @@ def edit_stream(tmp: Path, rate: float, seconds: float, seed: int = 300) -> dict
         p.stop()
 
 
-def _crm_writes(stats: dict) -> int:
-    return sum(sum(by.values()) for label, by in stats.get("requests", {}).items()
-               if label.split(" ", 1)[0] in ("POST", "PATCH", "DELETE"))
+def _row_writes(p: Pipeline) -> dict[str, int]:
+    return httpx.get(p.bnxt_base + "/_sandbox/row-writes/order", timeout=30).json()
 
 
 # --------------------------------------------------------------------------- main
@@ -374,6 +418,8 @@ def main() -> None:
                           "edits": edits["edits"]}
         out.setdefault("api", {}).update({"writes_per_edit": edits["writes_per_edit"],
                                           "echo_writes": edits["echo_writes"],
+                                          "edits_with_one_write": edits["edits_with_one_write"],
+                                          "writes_to_records_not_edited": edits["writes_to_records_not_edited"],
                                           "requests_per_edit_customcrm": edits["requests_per_edit_customcrm"],
                                           "requests_per_edit_businessnxt": edits["requests_per_edit_businessnxt"]})
 

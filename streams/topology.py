@@ -102,7 +102,10 @@ def get_link(key: str) -> dict | None:
 
 
 def put_link(key: str, link: dict) -> None:
-    links[key] = orjson.dumps(link)
+    """Store a link; an unchanged one (e.g. our own write read back) costs no changelog message."""
+    raw = orjson.dumps(link)
+    if links.get(key) != raw:
+        links[key] = raw
     _index(key, link)
 
 

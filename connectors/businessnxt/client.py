@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from typing import Any, AsyncIterator, Sequence
 
 import httpx
 import orjson
 import stamina
-from aiolimiter import AsyncLimiter
 
 from connectors.businessnxt.schema import TABLES
 from connectors.common.errors import (
@@ -33,6 +33,7 @@ from connectors.common.errors import (
     TimeoutError_,
     ValidationError,
 )
+from connectors.common.ratelimit import window_limiter
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class BusinessnxtClient:
                                                limits=httpx.Limits(max_connections=max_concurrency + 4))
         self._own_http = http is None
         self._sem = asyncio.Semaphore(max_concurrency)
-        self._limiter = AsyncLimiter(rate_limit_per_min, 60) if rate_limit_per_min else None
+        self._limiter = window_limiter(rate_limit_per_min, 60) if rate_limit_per_min else None
         self._token: str | None = None
         self._token_expiry = 0.0
         self._token_lock = asyncio.Lock()
@@ -219,10 +220,14 @@ class BusinessnxtClient:
         return body["data"]
 
     async def _retrying(self, fn, safe: bool):
-        def retry_on(exc: Exception) -> bool:
+        def retry_on(exc: Exception) -> bool | float:
             if not isinstance(exc, ApiError) or not exc.retryable:
                 return False
-            return safe or not outcome_unknown(exc)
+            if not (safe or not outcome_unknown(exc)):
+                return False
+            if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+                return exc.retry_after + random.uniform(0, 0.25)  # the server said when
+            return True
 
         async for attempt in stamina.retry_context(
             on=retry_on, attempts=self.max_attempts, timeout=None,

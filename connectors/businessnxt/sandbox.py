@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs
@@ -291,6 +291,9 @@ class SandboxState:
         self.store = Store(tz=timezone)
         if seed:
             self.store.seed(seed)
+        # rows written (inserted, updated, deleted) per table and key: writes per edit, echoes
+        self.row_writes: dict[str, Counter] = {}
+        self.store.listeners.append(self._count_row_writes)
         self.control = SandboxControl(seed=seed)
         self.webhooks: WebhookDispatcher | None = None
         if webhook_url and webhook_key:
@@ -374,9 +377,15 @@ class SandboxState:
         (no HTTP, auth or limits; webhooks fire as for API changes). Thread-safe."""
         return self.run_one({"query": query, "variables": variables or {}})
 
+    def _count_row_writes(self, changes: list[TableChange]) -> None:
+        for change in changes:
+            key = ",".join(str(v) for v in change.keys.values())
+            self.row_writes.setdefault(change.table, Counter())[key] += 1
+
     def stats(self) -> dict:
         extra = {"rows": {t: self.store.count(t) for t in TABLES}, "in_flight": self.in_flight,
-                 "mutations": self.mutations}
+                 "mutations": self.mutations,
+                 "row_writes": {t: sum(c.values()) for t, c in self.row_writes.items()}}
         if self.webhooks:
             w = self.webhooks
             extra["webhooks"] = {"pending": w.pending, "delivered": w.delivered,
@@ -460,6 +469,10 @@ def create_app(*, client_id: str = "sandbox-client", client_secret: str = "sandb
         return JSONResponse({"work_delay_ms": state.work_delay * 1000, "max_in_flight": state.max_in_flight,
                              "rate_limit_per_min": state.rate_limit_per_min, "token_ttl": state.token_ttl})
 
+    async def row_writes(request: Request) -> Response:
+        """Writes per row of one table (``GET /_sandbox/row-writes/order``): key -> count."""
+        return JSONResponse(dict(state.row_writes.get(request.path_params["table"], {})))
+
     @asynccontextmanager
     async def lifespan(_app):
         if state.webhooks is not None:
@@ -473,6 +486,7 @@ def create_app(*, client_id: str = "sandbox-client", client_secret: str = "sandb
     routes = [Route(p, graphql, methods=["POST"]) for p in GRAPHQL_PATHS]
     routes.append(Route("/connect/token", token, methods=["POST"]))
     routes.append(Route("/_sandbox/config", config, methods=["POST"]))
+    routes.append(Route("/_sandbox/row-writes/{table}", row_writes, methods=["GET"]))
     routes += state.control.routes(extra_stats=state.stats)
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.sandbox = state

@@ -35,6 +35,7 @@ from connectors.common.errors import (
     TimeoutError_,
     ValidationError,
 )
+from connectors.common.ratelimit import window_limiter
 from connectors.customcrm import RESOURCES
 
 log = logging.getLogger(__name__)
@@ -140,18 +141,8 @@ def format_since(value: str | datetime | None) -> str | None:
 
 
 def _limiter(rate_limit: tuple[int, float] | None) -> AsyncLimiter | None:
-    """A leaky bucket for ``rate`` requests per ``period`` seconds.
-
-    aiolimiter's bucket allows a burst of its capacity on top of its drain rate,
-    so any window of ``period`` seconds may see capacity + rate requests. With the
-    capacity a tenth of the rate that is 1.1 x rate: 99 for the default 90/10 s,
-    under the server's 100/10 s.
-    """
-    if rate_limit is None:
-        return None
-    rate, period = rate_limit
-    burst = max(1, int(rate) // 10)
-    return AsyncLimiter(burst, period * burst / rate)
+    """``rate`` requests per ``period`` seconds, under the server's sliding window."""
+    return window_limiter(*rate_limit) if rate_limit is not None else None
 
 
 # --------------------------------------------------------------------------- client
