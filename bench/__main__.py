@@ -108,13 +108,18 @@ def status(p: Pipeline) -> dict:
     return httpx.get(f"http://127.0.0.1:{p.web_port}/status", timeout=10).json()
 
 
-def all_linked(p: Pipeline, expected: int) -> bool:
+def linked_and_busy(p: Pipeline) -> tuple[int, int]:
+    """(links linked, links pending or parked) on the worker; (0, 1) while it does not answer."""
     try:
         s = status(p)
     except httpx.HTTPError:
-        return False
-    linked = sum(f["linked"] for f in s["flows"].values())
-    busy = sum(f["pending"] + f["parked"] for f in s["flows"].values())
+        return 0, 1
+    return (sum(f["linked"] for f in s["flows"].values()),
+            sum(f["pending"] + f["parked"] for f in s["flows"].values()))
+
+
+def all_linked(p: Pipeline, expected: int) -> bool:
+    linked, busy = linked_and_busy(p)
     return linked >= expected and busy == 0
 
 
@@ -181,7 +186,14 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False) -> dict:
         p.start_worker()
         rss_start, _ = peak_rss_mib(p.worker.process.pid)
         t0 = time.monotonic()
-        wait(lambda: all_linked(p, records), timeout=1800, what=f"{records} records linked")
+        halfway: dict[str, float] = {}
+
+        def done() -> bool:
+            linked, busy = linked_and_busy(p)
+            if not halfway and linked >= records // 2:  # for the memory slope
+                halfway.update(links=linked, rss=peak_rss_mib(p.worker.process.pid)[0])
+            return linked >= records and busy == 0
+        wait(done, timeout=1800, what=f"{records} records linked")
         elapsed = time.monotonic() - t0
         crm1, bnxt1 = p.crm_stats(), p.bnxt_stats()
         text = metrics_text(p)
@@ -208,7 +220,11 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False) -> dict:
             "duplicates": dupes,
             "worker_rss_mib": rss,
             "worker_peak_rss_mib": peak,
-            "bytes_per_link": max(0.0, (rss - rss_start) * 1024 * 1024 / records),
+            # the worker's RSS growth per link from the second half of the load (start-up and
+            # first-traffic allocations excluded) and, coarser, from the start
+            "bytes_per_link": (max(0.0, (rss - halfway["rss"]) * 1024 * 1024 / (records - halfway["links"]))
+                               if halfway and records > halfway["links"] else None),
+            "bytes_per_link_from_start": max(0.0, (rss - rss_start) * 1024 * 1024 / records),
         }
     finally:
         p.stop()

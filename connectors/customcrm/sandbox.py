@@ -276,6 +276,17 @@ class Store:
             self._set_unique(coll, None, record)
             return record
 
+    def inject(self, resource: str, data: dict) -> dict:
+        """Store a record exactly as given, unvalidated (``POST /_sandbox/inject/{resource}``):
+        the legacy data a real API can return that breaks its own schema (bad-input tests)."""
+        with self.lock:
+            coll = self.collection(resource)
+            now = self._tick()
+            record = {**data, "Id": coll.new_id(), "CreatedAt": now, "ModifiedAt": now, "Version": 1,
+                      "Deleted": False}
+            coll.put(record, None)
+            return record
+
     def create_idempotent(self, resource: str, data: Any, key: str | None) -> tuple[int, bytes]:
         """Create, honouring an Idempotency-Key: ``(status, response body)``."""
         with self.lock:
@@ -914,6 +925,15 @@ def create_app(
         except ApiFailure as exc:
             return fail(exc)
 
+    async def inject(request: Request) -> Response:
+        try:
+            data = parse_json(await request.body())
+            if not isinstance(data, dict):
+                raise ApiFailure(400, "bad_request", "the record must be a JSON object")
+            return json_response(store.inject(request.path_params["resource"], data), 201)
+        except ApiFailure as exc:
+            return fail(exc)
+
     async def openapi(_: Request) -> Response:
         return Response(openapi_bytes(), media_type="application/json")
 
@@ -930,6 +950,7 @@ def create_app(
         Route(f"{API}/{{resource}}/{{id}}", update_record, methods=["PATCH"]),
         Route(f"{API}/{{resource}}/{{id}}", delete_record, methods=["DELETE"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/_sandbox/inject/{resource}", inject, methods=["POST"]),
         *sb.control.routes(sb.extra_stats),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from connectors.common.kafka import read_all
+from connectors.common.kafka import make_producer, read_all
 from tests.e2e.harness import CLIENT_SECRET, CRM_TOKEN, bnxt_all, crm_all, in_sync, run, stamped, wait_for
 
 # the long crash / fault runs are `chaos` (make test-chaos); bad input and secrets run in make test too
@@ -115,6 +115,24 @@ def test_bad_input_table(pipeline_factory):
     assert httpx.post(hook, content=body, headers={"x-vwd-signature-v1": _sign(body, p.webhook_key)}).status_code \
         in (200, 202, 204)
     wait_for(lambda: _published(p, "999999") == 1, timeout=30, message="the signed delivery published")
+    # records the Customcrm API returns against its own schema: a wrong type, a missing required
+    # property: each is dead-lettered by the poller, naming the record and the property
+    wrong_type = httpx.post(p.crm_url + "/_sandbox/inject/orders", json={
+        "Name": "Wrong type", "CustomerNo": "ten thousand", "OrderDate": "2026-11-25"}).json()
+    missing = httpx.post(p.crm_url + "/_sandbox/inject/orders", json={
+        "CustomerNo": 10001, "OrderDate": "2026-11-25"}).json()
+
+    def poll_dead_letter(record_id: str) -> dict | None:
+        return next((d for d in deadletters(p) if d["stage"] == "poll" and d["record_id"] == record_id), None)
+    wait_for(lambda: poll_dead_letter(wrong_type["Id"]) and poll_dead_letter(missing["Id"]), timeout=60,
+             message="schema-invalid API records dead-lettered")
+    assert "CustomerNo" in poll_dead_letter(wrong_type["Id"])["reason"]
+    assert "Name" in poll_dead_letter(missing["Id"])["reason"]
+    # a change event of the wrong shape on a change topic (a foreign producer): dead letter, go on
+    run(_publish_raw(p, "customcrm.order.changes", b"ord_bogus", b'{"op": "u", "id": 42, "data": "not an object"}'))
+    wait_for(lambda: any(d["stage"] == "flow" and d.get("error_type") == "invalid_event"
+                         and "customcrm.order.changes" in d["reason"] for d in deadletters(p)),
+             timeout=60, message="malformed change event dead-lettered")
     # malformed JSON from the Customcrm API and a broken GraphQL response for a while: retried, no loss
     httpx.post(p.crm_url + "/_sandbox/faults", json={"malformed_rate": 0.5}).raise_for_status()
     httpx.post(p.bnxt_base + "/_sandbox/faults", json={"malformed_rate": 0.3}).raise_for_status()
@@ -147,6 +165,15 @@ def test_bad_input_table(pipeline_factory):
     wait_for(lambda: stamped(run(bnxt_all(p, "order")), "customcrm:order:")["ord_000001"][0]["name"]
              == "edited during bad input", timeout=60, message="good edit synced")
     assert rows  # the run went on
+
+
+async def _publish_raw(p, topic: str, key: bytes, value: bytes) -> None:
+    producer = make_producer(p.broker.bootstrap, single_record_batches=True)
+    await producer.start()
+    try:
+        await (await producer.send(topic, value, key=key))
+    finally:
+        await producer.stop()
 
 
 @pytest.mark.e2e
