@@ -174,7 +174,7 @@ def fast_env(extra: dict | None = None) -> dict:
 
 def initial_load(n: int, tmp: Path, *, rate_limited: bool = False) -> dict:
     tmp.mkdir(parents=True, exist_ok=True)
-    p = Pipeline(tmp, seed=n, crm_rate_limit="off", env_extra=fast_env())  # default poll interval (1 s)
+    p = Pipeline(tmp, seed=n, crm_rate_limit="off", env_extra=fast_env({"TALKSTREAM_POLL_INTERVAL": "1.0"}))
     p.start()
     try:
         httpx.post(p.bnxt_base + "/_sandbox/config",

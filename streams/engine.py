@@ -52,11 +52,17 @@ class Policy:
     """Tunables of the decisions (from settings)."""
 
     park_timeout: float = 300.0  # seconds an order may wait for its product links
-    park_backoff_max: float = 5.0
+    park_backoff_max: float = 30.0  # longest pause between two retries of a parked order
     write_retry_max: int = 8  # attempts of a retryable write before dead-lettering
     write_backoff_max: float = 30.0
     ack_timeout: float = 30.0  # re-send a write that got no result in this time
     settings: Any = None  # for setting-based properties (internal_customer_no)
+
+    @property
+    def park_heartbeat(self) -> float:
+        """Longest pause between two retries of a parked order whose products are still
+        unlinked (retries also come as soon as they are linked): a tenth of its bound."""
+        return min(self.park_backoff_max, max(1.0, self.park_timeout / 10))
 
 
 @dataclass
@@ -468,7 +474,7 @@ def _park(out: Outcome, flow: Flow, now: float, missing: Iterable[str], policy: 
     park["attempts"] += 1
     # time spent waiting while a worker ran: a stopped or crashed worker does not use up the bound
     park["waited"] = park.get("waited", 0.0) + min(max(0.0, now - park.get("last", now)),
-                                                   policy.park_backoff_max + 1.0)
+                                                   policy.park_heartbeat + 1.0)
     park["last"] = now
     park["missing"] = sorted(set(missing))
     if event is not None:
@@ -483,7 +489,7 @@ def _park(out: Outcome, flow: Flow, now: float, missing: Iterable[str], policy: 
                    + ", ".join(park["missing"])))
         out.actions.append("deadletter")
         return out
-    park["next"] = now + min(policy.park_backoff_max, 0.25 * 2 ** (park["attempts"] - 1))
+    park["next"] = now + min(policy.park_heartbeat, 0.25 * 2 ** (park["attempts"] - 1))
     link["park"] = park
     out.actions.append("park")
     out.wake_at = park["next"]
@@ -579,15 +585,13 @@ def wake_plan(link: dict, policy: Policy) -> Wake | None:
 
 def tick_useful(wake: Wake, now: float, linked: Callable[[str], bool], policy: Policy) -> bool:
     """Is a tick worth sending now? A parked order retries as soon as its products are
-    linked, and otherwise only every ``park_backoff_max`` seconds (which keeps its
+    linked, and otherwise only every ``park_heartbeat`` seconds (which keeps its
     waiting-time bound counting): no tick storm while products are still being created."""
-    if wake.at > now:
-        return False
     if wake.other_at is not None and wake.other_at <= now:
         return True
-    if not wake.missing:
-        return True
-    return now - wake.parked_at >= policy.park_backoff_max or all(linked(m) for m in wake.missing)
+    if wake.missing:  # its own backoff does not matter: the products do
+        return now - wake.parked_at >= policy.park_heartbeat or all(linked(m) for m in wake.missing)
+    return wake.at <= now
 
 
 def _create_target(out: Outcome, flow: Flow, now: float, refs: RefResolver | None, policy: Policy) -> None:

@@ -272,14 +272,31 @@ sinks = {pair: _make_sink(*pair) for pair in ENTITIES}
 
 
 _ticked: dict[str, float] = {}
+_refs_seen = -1  # product references counted at the last check
+_refs_checked_at = 0.0
 
 
 @app.timer(interval=0.25)
 async def wake_links() -> None:
     """Send a tick to every local link whose wake-up time has come."""
+    global _refs_seen, _refs_checked_at
     now = time.time()
+    # parked orders are re-checked against the product references only when new ones came
+    # in (at most twice a second; each product looked up once per check)
+    refs_count = len(product_refs)
+    if refs_count != _refs_seen and now - _refs_checked_at >= 0.5:
+        _refs_seen, _refs_checked_at = refs_count, now
+        known: dict[str, bool] = {}
+
+        def linked(product: str) -> bool:
+            if product not in known:
+                known[product] = REFS.to_target(product) is not None
+            return known[product]
+    else:
+        def linked(product: str) -> bool:
+            return False
     for key, wake in list(schedule.items()):
-        if not engine.tick_useful(wake, now, lambda product: REFS.to_target(product) is not None, POLICY):
+        if not engine.tick_useful(wake, now, linked, POLICY):
             continue
         if now - _ticked.get(key, 0.0) < 2.0:
             continue  # a tick is on its way

@@ -156,3 +156,33 @@ def test_recovery_without_protection_loses_updates(broker, tmp_path, unique):
     except ConditionTimeout:
         return
     assert any(recovered != expected for expected, recovered in observed)
+
+
+def test_messages_queued_on_one_partition_arrive_in_order_with_exact_offsets(broker, unique):
+    """Sends to one partition do not wait for each other's round trip (queued single-record
+    batches, ``connectors.common.kafka_compat``), and still land in order, one offset each."""
+    from connectors.common import kafka_compat
+
+    kafka_compat.apply()
+    topic = f"queued-{unique}"
+
+    async def go():
+        await ensure_topics(broker.bootstrap, [topic], partitions=1)
+        producer = make_producer(broker.bootstrap, single_record_batches=True)
+        await producer.start()
+        try:
+            futures = [await producer.send(topic, str(i).encode(), key=b"k", partition=0) for i in range(300)]
+            # the sends queued batches instead of waiting for each one to be sent (aiokafka alone keeps one)
+            from aiokafka.structs import TopicPartition
+
+            queued = producer._message_accumulator._batches.get(TopicPartition(topic, 0)) or []  # noqa: SLF001
+            assert len(queued) > 1
+            offsets = [(await f).offset for f in futures]
+        finally:
+            await producer.stop()
+        return offsets, await read_all(broker.bootstrap, topic)
+
+    offsets, records = asyncio.run(go())
+    assert offsets == list(range(300))
+    assert [int(value) for _p, _o, _k, value in records] == list(range(300))
+    assert [o for _p, o, _k, _v in records] == list(range(300))

@@ -192,11 +192,10 @@ def test_a_parked_order_is_ticked_when_its_products_are_linked_not_on_every_back
     wake = engine.wake_plan(out.link, POLICY)
     assert wake.missing == ("prd_1",) and wake.other_at is None
     unlinked, linked = (lambda _p: False), (lambda _p: True)
-    assert not engine.tick_useful(wake, wake.at - 0.01, linked, POLICY)  # not due yet
-    assert not engine.tick_useful(wake, wake.at, unlinked, POLICY)  # due, but retrying cannot succeed
-    assert engine.tick_useful(wake, wake.at, linked, POLICY)  # its product got linked: retry now
+    assert not engine.tick_useful(wake, wake.at, unlinked, POLICY)  # retrying cannot succeed yet
+    assert engine.tick_useful(wake, 0.01, linked, POLICY)  # its product got linked: retry now
     # still unlinked: one retry per park_backoff_max, so the waiting-time bound keeps counting
-    assert engine.tick_useful(wake, POLICY.park_backoff_max, unlinked, POLICY)
+    assert engine.tick_useful(wake, POLICY.park_heartbeat, unlinked, POLICY)
 
 
 def test_a_lost_result_is_ticked_even_while_the_order_waits_for_products():
