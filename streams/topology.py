@@ -35,6 +35,7 @@ from streams.routing import route, route_key
 from streams.runtime import Runtime
 from streams.settings import get_settings
 from streams.topics import FLOW_EVENTS, change_topics as change_topic_names, entities
+from streams.wakeups import WakeSchedule
 
 log = logging.getLogger("talkstream.flow")
 
@@ -92,7 +93,7 @@ POLICY = engine.Policy(park_timeout=settings.park_timeout, write_retry_max=setti
 # needs a tick, and a one-line summary per link for /status. Both are rebuilt
 # from the table after every recovery (start-up, rebalance).
 
-schedule: dict[str, engine.Wake] = {}
+schedule = WakeSchedule(POLICY)
 summaries: dict[str, tuple[str, str, bool, bool]] = {}  # key -> (flow, status, parked, blocked), source-side links
 
 
@@ -110,11 +111,7 @@ def put_link(key: str, link: dict) -> None:
 
 
 def _index(key: str, link: dict) -> None:
-    wake = engine.wake_plan(link, POLICY)
-    if wake is not None:
-        schedule[key] = wake
-    else:
-        schedule.pop(key, None)
+    schedule.set(key, engine.wake_plan(link, POLICY))
     if link["ids"].get(engine.SOURCE):
         summaries[key] = (link["flow"], link["status"], bool(link.get("park")), bool(link.get("blocked")))
 
@@ -271,7 +268,6 @@ sinks = {pair: _make_sink(*pair) for pair in ENTITIES}
 # --------------------------------------------------------------------------- timers
 
 
-_ticked: dict[str, float] = {}
 _refs_seen = -1  # product references counted at the last check
 _refs_checked_at = 0.0
 
@@ -281,8 +277,9 @@ async def wake_links() -> None:
     """Send a tick to every local link whose wake-up time has come."""
     global _refs_seen, _refs_checked_at
     now = time.time()
-    # parked orders are re-checked against the product references only when new ones came
-    # in (at most twice a second; each product looked up once per check)
+    # parked orders are checked against the product references only when new ones came in
+    # (at most twice a second; each product looked up once per check)
+    linked = None
     refs_count = len(product_refs)
     if refs_count != _refs_seen and now - _refs_checked_at >= 0.5:
         _refs_seen, _refs_checked_at = refs_count, now
@@ -292,21 +289,9 @@ async def wake_links() -> None:
             if product not in known:
                 known[product] = REFS.to_target(product) is not None
             return known[product]
-    else:
-        def linked(product: str) -> bool:
-            return False
-    for key, wake in list(schedule.items()):
-        if not engine.tick_useful(wake, now, linked, POLICY):
-            continue
-        if now - _ticked.get(key, 0.0) < 2.0:
-            continue  # a tick is on its way
-        _ticked[key] = now
+    for key in schedule.due(now, linked):
         flow_id = key.split(":", 1)[0]
         await flow_events.send(key=key.encode(), value=_flow_message("tick", flow_id))
-    if len(_ticked) > 10000:
-        for key, at in list(_ticked.items()):
-            if now - at > 10:
-                del _ticked[key]
 
 
 def _make_poll_timer(system: str, entity: str):

@@ -1,0 +1,63 @@
+"""The wake-up schedule: which links get a tick, and that ticks do not pile up."""
+from __future__ import annotations
+
+from streams.engine import Policy, Wake
+from streams.wakeups import WakeSchedule
+
+POLICY = Policy(park_timeout=100, ack_timeout=30)  # heartbeat 10 s
+
+
+def lost_result(sent_at: float) -> Wake:
+    return Wake(at=sent_at + 30, other_at=sent_at + 30, missing=())
+
+
+def parked(at: float, missing=("prd_1",)) -> Wake:
+    return Wake(at=at + 0.25, other_at=None, missing=tuple(missing), parked_at=at)
+
+
+def test_a_link_is_ticked_when_due_and_not_before():
+    s = WakeSchedule(POLICY)
+    s.set("a", lost_result(0))
+    assert s.due(29.9) == []
+    assert s.due(30) == ["a"]
+
+
+def test_one_tick_until_the_link_was_processed():
+    s = WakeSchedule(POLICY, retick_after=60)
+    s.set("a", lost_result(0))
+    assert s.due(30) == ["a"]
+    # the tick waits behind a backlog: later checks send no second tick
+    assert s.due(31) == [] and s.due(45) == []
+    # processed (still needing a tick, e.g. the write was re-sent): ticked again when due
+    s.set("a", lost_result(50))
+    assert s.due(79) == [] and s.due(80) == ["a"]
+
+
+def test_a_tick_never_processed_is_sent_again_after_a_while():
+    s = WakeSchedule(POLICY, retick_after=60)
+    s.set("a", lost_result(0))
+    assert s.due(30) == ["a"]
+    assert s.due(89) == []
+    assert s.due(90) == ["a"]
+
+
+def test_a_parked_order_is_ticked_when_its_products_are_linked_or_on_its_heartbeat():
+    s = WakeSchedule(POLICY)
+    s.set("o", parked(0))
+    assert s.due(1, linked=lambda p: False) == []  # its own backoff does not matter
+    assert s.due(2) == []  # no new product references: not even looked at
+    assert s.due(3, linked=lambda p: p == "prd_1") == ["o"]  # linked: retried at once
+
+
+def test_a_parked_order_whose_products_stay_unlinked_is_ticked_on_its_heartbeat():
+    s = WakeSchedule(POLICY)
+    s.set("o", parked(0))
+    assert s.due(POLICY.park_heartbeat - 0.1) == []
+    assert s.due(POLICY.park_heartbeat) == ["o"]
+
+
+def test_a_link_that_needs_no_tick_leaves_the_schedule():
+    s = WakeSchedule(POLICY)
+    s.set("a", lost_result(0))
+    s.set("a", None)
+    assert len(s) == 0 and s.due(1000) == []
