@@ -297,16 +297,33 @@ class BusinessnxtClient:
                 return
             after = conn["pageInfo"]["endCursor"]
 
-    async def read(self, table: str, *, filter: dict | None = None, order_by: list | None = None,
-                   first: int = 500, fields: str | None = None) -> list[dict]:
-        """One page (no cursor): the first ``first`` matching rows."""
+    def _page_request(self, table: str, *, filter: dict | None = None, order_by: list | None = None,
+                      first: int = 500, fields: str | None = None) -> tuple[str, dict]:
         t = TABLES[table]
         q = ("query ReadPage($cid: Int!, $f: FilterExpression_%s, $o: [OrderBy_%s], $n: Int) "
              "{ useCompany(no: $cid) { %s(filter: $f, orderBy: $o, first: $n) { items { %s } } } }"
              % (t.type_name, t.type_name, table, fields or table_fields(table)))
-        data = await self.query(q, {"cid": self.company, "f": filter, "o": order_by, "n": min(first, MAX_PAGE)})
+        return q, {"cid": self.company, "f": filter, "o": order_by, "n": min(first, MAX_PAGE)}
+
+    @staticmethod
+    def _page_items(table: str, data: dict) -> list[dict]:
         items = data["useCompany"][table]["items"] or []
         return [flatten_order(r) for r in items] if table == "order" else items
+
+    async def read(self, table: str, *, filter: dict | None = None, order_by: list | None = None,
+                   first: int = 500, fields: str | None = None) -> list[dict]:
+        """One page (no cursor): the first ``first`` matching rows."""
+        data = await self.query(*self._page_request(table, filter=filter, order_by=order_by, first=first,
+                                                    fields=fields))
+        return self._page_items(table, data)
+
+    async def read_many(self, reads: Sequence[tuple[str, dict]]) -> list[list[dict]]:
+        """Several ``read``s (``(table, read keyword arguments)``) in one HTTP request."""
+        answers = await self.batch([self._page_request(table, **kw) for table, kw in reads])
+        for answer in answers:
+            if isinstance(answer, ApiError):
+                raise answer
+        return [self._page_items(table, data) for (table, _kw), data in zip(reads, answers)]
 
     async def read_all(self, table: str, *, filter: dict | None = None, order_by: list | None = None,
                        page_size: int = 500, fields: str | None = None) -> list[dict]:

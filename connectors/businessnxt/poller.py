@@ -119,27 +119,44 @@ class BusinessnxtPoller:
                                       fields=TS)
         return rows[0][TS] if rows else None
 
-    async def _scan_changed(self, table: str, lower: str, fields: str | None) -> list[dict]:
+    def _changed_page(self, table: str, lower: str, fields: str | None, after: dict | None = None
+                      ) -> tuple[str, dict]:
+        """One page of rows of ``table`` changed since ``lower``, in (time, key) order after ``after``."""
         t = TABLES[table]
         base = {TS: {"_gte": lower}}
+        flt = base if after is None else {"_and": [base, keyset_after(after, t.key)]}
         order = [{TS: "ASC"}] + [{k: "ASC"} for k in t.key]
-        flt: dict = base
+        return table, {"filter": flt, "order_by": order, "first": self.page_size, "fields": fields}
+
+    async def _scan_changed(self, table: str, lower: str, fields: str | None,
+                            first_page: list[dict] | None = None) -> list[dict]:
+        """Every row changed since ``lower`` (``first_page``: already read)."""
         out: list[dict] = []
+        page = first_page
         while True:
-            page = await self.client.read(table, filter=flt, order_by=order, first=self.page_size, fields=fields)
+            if page is None:
+                _t, kw = self._changed_page(table, lower, fields, out[-1] if out else None)
+                page = await self.client.read(table, **kw)
             out += page
             if len(page) < self.page_size:
                 return out
-            flt = {"_and": [base, keyset_after(page[-1], t.key)]}
+            page = None
 
     async def _incremental(self, wm: dict[str, Any]) -> tuple[list[dict], dict[str, str]]:
         old = wm["tables"]
         marks = dict(old)
-        rows: list[dict] = await self._scan_changed(self.entity, lower_bound(old[self.entity], self.lookback), None)
+        lower = lower_bound(old[self.entity], self.lookback)
+        if self.entity == "order":
+            # the first pages of orders and of order lines in one request (most polls need no more)
+            line_lower, line_fields = lower_bound(old["orderLine"], self.lookback), "orderNo lineNo " + TS
+            heads, line_page = await self.client.read_many([
+                self._changed_page("order", lower, None), self._changed_page("orderLine", line_lower, line_fields)])
+            rows: list[dict] = await self._scan_changed("order", lower, None, heads)
+        else:
+            rows = await self._scan_changed(self.entity, lower, None)
         marks[self.entity] = max_local([r.get(TS) for r in rows if _valid_ts(r.get(TS))], old[self.entity])
         if self.entity == "order":
-            lines = await self._scan_changed("orderLine", lower_bound(old["orderLine"], self.lookback),
-                                             "orderNo lineNo " + TS)
+            lines = await self._scan_changed("orderLine", line_lower, line_fields, line_page)
             marks["orderLine"] = max_local([ln.get(TS) for ln in lines if _valid_ts(ln.get(TS))], old["orderLine"])
             have = {r.get("orderNo") for r in rows}
             missing = [ln["orderNo"] for ln in lines if ln.get("orderNo") not in have]
