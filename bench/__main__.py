@@ -6,18 +6,22 @@ HTTP servers, and a real worker. Prints a table and writes
 
 1. initial load: N products, N orders (1-5 lines, ~3 on average) and N/10
    users synced Customcrm -> Businessnxt on zero-latency sandboxes; records/s
-   end to end, messages produced per record, and two ceilings measured in the
-   same run: (a) a bare aiokafka produce->consume loop moving as many messages
-   as there are records, through a fresh embedded broker with the same
-   single-record batches; (b) the Businessnxt sandbox's raw write rate with
-   the same batch size (100 rows per request).
+   end to end, messages produced per record (every message on the broker,
+   changelogs included), and two ceilings measured in the same run: (a) a
+   bare aiokafka produce->consume loop moving as many messages as there are
+   records, through a fresh embedded broker with the same single-record
+   batches; (b) the Businessnxt sandbox's raw write rate with the same batch
+   size (100 rows per request).
 2. API efficiency during the load (requests per synced record, per system).
-3. memory: the worker's peak RSS and bytes per link after the load.
-4. near-real-time edits: E edits/s for S seconds, half in Customcrm, half in
-   Business NXT (webhooks on, Customcrm polled every 0.5 s): p50/p95/p99 of
-   the sync latency (source change -> target write acknowledged, the worker's
-   histogram), writes per edit and writes echoed back.
-5. rate-limited load: the same load with the Business NXT sandbox enforcing
+3. memory: the worker's peak RSS, and its RSS growth per link over the second
+   half of the load (start-up allocations excluded).
+4. scale-out: the same load with a second worker joining the first.
+5. near-real-time edits: E edits/s for S seconds, alternating Customcrm and
+   Business NXT (webhooks on, Customcrm polled every 0.5 s), each on a
+   different order: p50/p95/p99 of the sync latency (source modification ->
+   target write acknowledged, the worker's histogram), writes per edit and
+   writes echoed back, counted per record.
+6. rate-limited load: the same load with the Business NXT sandbox enforcing
    600 requests/min; records/s as a fraction of 600 x 100 rows per minute,
    429 responses seen, and writes that failed or were dead-lettered.
 
@@ -44,6 +48,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from connectors.common.httpserver import free_port  # noqa: E402
 from connectors.common.kafka import ensure_topics, make_producer, partitions  # noqa: E402
 from streams.embedded_broker import EmbeddedBroker  # noqa: E402
 from tests.e2e.harness import Pipeline, bnxt_all, crm_all, run, stamped  # noqa: E402
@@ -56,7 +61,8 @@ console = Console()
 
 
 def metrics_text(p: Pipeline) -> str:
-    return httpx.get(f"http://127.0.0.1:{p.web_port}/metrics", timeout=10).text
+    """Every worker's /metrics, one after the other (``metric_sum`` adds them up)."""
+    return "\n".join(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text for port in web_ports(p))
 
 
 def metric_sum(text: str, prefix: str) -> float:
@@ -104,8 +110,19 @@ def peak_rss_mib(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+def web_ports(p: Pipeline) -> list[int]:
+    return [p.web_port, *getattr(p, "more_web_ports", [])]
+
+
 def status(p: Pipeline) -> dict:
-    return httpx.get(f"http://127.0.0.1:{p.web_port}/status", timeout=10).json()
+    """The workers' /status, flows summed (each worker reports the links of its partitions)."""
+    merged: dict = {"flows": {}}
+    for port in web_ports(p):
+        for fid, row in httpx.get(f"http://127.0.0.1:{port}/status", timeout=10).json()["flows"].items():
+            into = merged["flows"].setdefault(fid, {})
+            for name, value in row.items():
+                into[name] = into.get(name, 0) + value
+    return merged
 
 
 def linked_and_busy(p: Pipeline) -> tuple[int, int]:
@@ -172,7 +189,7 @@ def fast_env(extra: dict | None = None) -> dict:
 # --------------------------------------------------------------------------- 1-3: initial load
 
 
-def initial_load(n: int, tmp: Path, *, rate_limited: bool = False) -> dict:
+def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int = 1) -> dict:
     tmp.mkdir(parents=True, exist_ok=True)
     p = Pipeline(tmp, seed=n, crm_rate_limit="off", env_extra=fast_env({"TALKSTREAM_POLL_INTERVAL": "1.0"}))
     p.start()
@@ -186,6 +203,11 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False) -> dict:
         p.start_worker()
         rss_start, _ = peak_rss_mib(p.worker.process.pid)
         t0 = time.monotonic()
+        p.more_web_ports = []
+        for i in range(2, workers + 1):  # scale-out: more workers join the running one's group
+            port = free_port()
+            p._spawn(f"worker-{i}", ["worker", "-l", "info"], env={**p.worker_env(), "TALKSTREAM_WEB_PORT": str(port)})
+            p.more_web_ports.append(port)
         halfway: dict[str, float] = {}
 
         def done() -> bool:
@@ -197,7 +219,7 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False) -> dict:
         elapsed = time.monotonic() - t0
         crm1, bnxt1 = p.crm_stats(), p.bnxt_stats()
         text = metrics_text(p)
-        rss, peak = peak_rss_mib(p.worker.process.pid)
+        rss, peak = peak_rss_mib(p.worker.process.pid)  # the first worker's
         # every message on the broker, changelogs included (the broker is fresh: the seed is in the sandboxes)
         per_topic = {t: n for t, n in topic_message_counts(p.broker.bootstrap).items() if n}
         produced = sum(per_topic.values())
@@ -396,7 +418,7 @@ def main() -> None:
     parser.add_argument("--edit-rate", type=float, default=20.0)
     parser.add_argument("--edit-seconds", type=float, default=60.0)
     parser.add_argument("--skip", action="append", default=[],
-                        help="skip a part: load, ceilings, edits, rate-limited")
+                        help="skip a part: load, ceilings, scale-out, edits, rate-limited")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="a worker setting for every part (repeatable), e.g. TALKSTREAM_PARTITIONS=8")
     args = parser.parse_args()
@@ -426,6 +448,13 @@ def main() -> None:
             load["ceiling_api_records_per_s"] = load["records"] / t_api
             load["ceiling_ratio_broker"] = t_broker / load["seconds"]
             load["ceiling_ratio_api"] = t_api / load["seconds"]
+
+    if "scale-out" not in args.skip:
+        console.print(f"[bold]initial load, two workers[/] (the second joins the running first) ...")
+        two = initial_load(n, tmp / "two-workers", workers=2)
+        out["scale_out"] = {"workers": 2, "records_per_s": two["records_per_s"], "seconds": two["seconds"],
+                            "duplicates": two["duplicates"], "deadletters": two["deadletters"],
+                            "messages_per_record": two["messages_per_record"]}
 
     if "edits" not in args.skip:
         console.print(f"[bold]edit stream[/]: {args.edit_rate:.0f} edits/s for {args.edit_seconds:.0f} s ...")
@@ -477,7 +506,7 @@ def show(out: dict) -> None:
     table.add_column("target")
     table.add_column("met")
     rows = []
-    for section in ("initial_load", "api", "latency", "rate_limited", "memory"):
+    for section in ("initial_load", "scale_out", "api", "latency", "rate_limited", "memory"):
         for key, value in (out.get(section) or {}).items():
             if isinstance(value, (int, float)):
                 rows.append((f"{section}.{key}", value))

@@ -17,6 +17,7 @@ from schemas.change import change_topic
 from schemas.command import command_topic
 from schemas.deadletter import DEADLETTER_TOPIC
 from streams.mapping import Mapping
+from streams.refs import REFS_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def create_all(broker_url: str, mapping: Mapping, partitions: int, timeout: floa
                             compact=change_topics(mapping))
         await ensure_topics(bootstrap, internal_topics(mapping), partitions=partitions)
         await ensure_topics(bootstrap, [WATERMARK_TOPIC], partitions=1, compact=[WATERMARK_TOPIC])
+        await ensure_topics(bootstrap, [REFS_TOPIC], partitions=partitions, compact=[REFS_TOPIC])
 
     def target() -> None:
         try:

@@ -23,14 +23,17 @@ import logging
 import time
 
 import orjson
+from aiokafka.partitioner import murmur2
 from faust.web import Request, Response, View
 
+from connectors.common.kafka import bootstrap_servers
 from schemas.change import ChangeEvent
 from schemas.command import WriteCommand, WriteResult, command_topic
 from schemas.deadletter import DEADLETTER_TOPIC, DeadLetter
 from streams import engine, metrics
 from streams.app import app
 from streams.mapping import load_mapping
+from streams.refs import REFS_TOPIC, SharedRefs
 from streams.routing import route, route_key
 from streams.runtime import Runtime
 from streams.settings import get_settings
@@ -58,7 +61,9 @@ command_topics = {pair: _raw_topic(command_topic(*pair)) for pair in ENTITIES}
 #: Each link as JSON bytes: a third of the memory of the dict, and no Faust JSON encoding per write.
 links = app.Table("links", default=None, partitions=PARTITIONS, value_type=bytes)  # bytes: the "raw" codec
 routes = app.Table("routes", default=None, partitions=PARTITIONS)
-product_refs = app.GlobalTable("product-refs", default=None, partitions=PARTITIONS)
+refs_topic = _raw_topic(REFS_TOPIC)
+product_refs = SharedRefs(bootstrap_servers(settings.broker_url()))
+app.service(product_refs)
 
 
 def _single_record_batches() -> bool:
@@ -72,7 +77,7 @@ app.service(runtime)
 
 
 class TableRefs:
-    """Product references across links (Customcrm product Id <-> productNo), from ``product-refs``."""
+    """Product references across links (Customcrm product Id <-> productNo), from ``streams.refs``."""
 
     def to_target(self, source_id: str) -> str | None:
         return product_refs.get(f"c:{source_id}")
@@ -116,12 +121,20 @@ def _index(key: str, link: dict) -> None:
         summaries[key] = (link["flow"], link["status"], bool(link.get("park")), bool(link.get("blocked")))
 
 
+def _partition_of(key: str) -> int:
+    """The flow-topic partition of a link key (the producer's default partitioner)."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % PARTITIONS
+
+
 @links.on_recover
 async def _rebuild_link_index() -> None:
+    """After every rebalance: index the links of the partitions this worker owns now (the
+    in-memory store keeps links it wrote on partitions that moved to another worker)."""
+    owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == FLOW_EVENTS}
     schedule.clear()
     summaries.clear()
     for key, raw in list(links.items()):
-        if raw:
+        if raw and _partition_of(key) in owned:
             _index(key, orjson.loads(raw))
 
 
@@ -207,9 +220,10 @@ async def link_agent(stream):
             continue
         put_link(key, outcome.link)
         for source_id, target_id in outcome.refs:
-            if product_refs.get(f"c:{source_id}") != target_id:  # each write is a changelog message
-                product_refs[f"c:{source_id}"] = target_id
-                product_refs[f"b:{target_id}"] = source_id
+            if product_refs.get(f"c:{source_id}") != target_id:  # each write is a message
+                for ref_key, value in ((f"c:{source_id}", target_id), (f"b:{target_id}", source_id)):
+                    product_refs.put(ref_key, value)
+                    await refs_topic.send(key=ref_key.encode(), value=value.encode())
         metrics.record_actions(flow.id, outcome.actions)
         for action in outcome.actions:
             if action.startswith("warn:"):

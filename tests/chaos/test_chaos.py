@@ -66,6 +66,26 @@ def test_two_workers_share_partitions_and_one_dies_mid_load(pipeline_factory):
 
 
 @CHAOS
+def test_a_second_worker_joining_mid_load_loses_nothing(pipeline_factory):
+    """Partitions move between two live workers (a revocation, not a crash): every change
+    event is still routed, orders find products linked on the other worker, no dead letters."""
+    seed = 1000
+    p = pipeline_factory(seed=seed, env_extra={"TALKSTREAM_POLL_INTERVAL": "1.0"})
+    p.start_worker()
+    p._spawn("worker-b", ["worker", "-l", "info", "--without-web"], env=p.worker_env())
+    wait_for(lambda: in_sync(p), timeout=240, message="both workers finished the load")
+    no_duplicates(p, seed)
+    assert deadletters(p) == []
+
+    async def unrouted() -> list[str]:
+        flow_keys = {k for _p, _o, k, _v in await read_all(p.broker.bootstrap, "talkstream.flow.events") if k}
+        products = await read_all(p.broker.bootstrap, "customcrm.product.changes")
+        return [json.loads(v)["data"]["Sku"] for _p, _o, _k, v in products
+                if f"product-product:{json.loads(v)['data']['Sku']}".encode() not in flow_keys]
+    assert run(unrouted()) == []
+
+
+@CHAOS
 def test_faulty_systems_on_both_sides_converge_without_duplicates(pipeline_factory):
     seed = 80
     p = pipeline_factory(seed=seed, env_extra={"TALKSTREAM_ACK_TIMEOUT": "15"})

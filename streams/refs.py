@@ -1,0 +1,84 @@
+"""Product references shared by every worker: Customcrm product Id <-> productNo.
+
+An order's lines name Customcrm products; the order's link may live on another
+worker than its products' links. The link agent that links a product writes
+both directions to the compacted topic ``talkstream.product-refs``
+(``c:<Customcrm Id>`` -> productNo, ``b:<productNo>`` -> Customcrm Id); every
+worker reads that topic from the start, all partitions, into a dict, and keeps
+reading. A worker sees its own writes at once.
+
+Faust's GlobalTable was meant for this, but with two workers on the embedded
+broker one worker never saw the other's writes, not even with
+``synchronize_all_active_partitions`` (faust-streaming #283): orders parked
+until their bound and were dead-lettered. ``len()`` grows whenever a new
+reference arrives, which is what the wake-up check for parked orders watches.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer
+from mode import Service
+
+from connectors.common.kafka import partitions
+
+log = logging.getLogger(__name__)
+
+REFS_TOPIC = "talkstream.product-refs"
+
+
+class SharedRefs(Service):
+    """The replicated view of ``talkstream.product-refs`` (start it as a Faust app service)."""
+
+    def __init__(self, bootstrap: str, topic: str = REFS_TOPIC, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.data: dict[str, str] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def get(self, key: str) -> str | None:
+        return self.data.get(key)
+
+    def put(self, key: str, value: str) -> None:
+        """Our own write (the caller sends it to the topic): visible here at once."""
+        self.data[key] = value
+
+    async def on_start(self) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                          group_id=None, auto_offset_reset="earliest", fetch_max_wait_ms=50)
+        await self._consumer.start()
+        tps = await partitions(self._consumer, self.topic)
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+
+    async def on_stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    @Service.task
+    async def _follow(self) -> None:
+        while not self.should_stop:
+            if self._consumer is None:
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                batches = await self._consumer.getmany(timeout_ms=500, max_records=5000)
+            except Exception as exc:  # the broker went away for a moment: keep following
+                log.warning("product references: reading %s failed: %s", self.topic, exc)
+                await asyncio.sleep(1.0)
+                continue
+            for records in batches.values():
+                for record in records:
+                    if record.key is None:
+                        continue
+                    key = record.key.decode()
+                    if record.value is None:
+                        self.data.pop(key, None)
+                    else:
+                        self.data[key] = record.value.decode()
