@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from typing import Any, AsyncIterator, Sequence
 
@@ -223,10 +222,10 @@ class BusinessnxtClient:
         def retry_on(exc: Exception) -> bool | float:
             if not isinstance(exc, ApiError) or not exc.retryable:
                 return False
-            if not (safe or not outcome_unknown(exc)):
+            if not safe and outcome_unknown(exc):
                 return False
             if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
-                return exc.retry_after + random.uniform(0, 0.25)  # the server said when
+                return exc.wait()  # the server said when
             return True
 
         async for attempt in stamina.retry_context(

@@ -6,6 +6,7 @@ dead-letter the rest.
 """
 from __future__ import annotations
 
+import random
 from typing import Any
 
 
@@ -57,6 +58,10 @@ class RateLimitedError(ApiError):
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.retry_after = retry_after
+
+    def wait(self) -> float | None:
+        """Seconds to wait before the next attempt, when the server said (plus a little jitter)."""
+        return None if self.retry_after is None else self.retry_after + random.uniform(0, 0.25)
 
 
 class ServerError(ApiError):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -128,7 +127,7 @@ def error_from_body(what: str, status: int, err: Any, headers: Mapping[str, str]
 def retry_decision(exc: Exception) -> bool | float:
     """stamina backoff hook: False = give up; True = exponential backoff; a float = wait that long."""
     if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
-        return exc.retry_after + random.uniform(0, 0.25)
+        return exc.wait()
     return isinstance(exc, ApiError) and exc.retryable
 
 
