@@ -52,6 +52,7 @@ from connectors.common.httpserver import free_port  # noqa: E402
 from connectors.common.kafka import ensure_topics, make_producer, partitions  # noqa: E402
 from streams.embedded_broker import EmbeddedBroker  # noqa: E402
 from tests.e2e.harness import Pipeline, bnxt_all, crm_all, run, stamped  # noqa: E402
+from tests.support import ConditionTimeout, wait_until  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 console = Console()
@@ -140,15 +141,6 @@ def all_linked(p: Pipeline, expected: int) -> bool:
     return linked >= expected and busy == 0
 
 
-def wait(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.25)
-    raise TimeoutError(f"benchmark step did not finish within {timeout:.0f} s: {what}")
-
-
 def topic_message_counts(bootstrap: str) -> dict[str, int]:
     """Messages on every topic of the broker (the sum of its partitions' end offsets)."""
     async def go() -> dict[str, int]:
@@ -218,8 +210,9 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
         unlinked = 0
         try:
             # scale-out: a known loss at the rebalance can leave a few records unlinked; report, don't hang
-            wait(done, timeout=1800 if workers == 1 else 300, what=f"{records} records linked")
-        except TimeoutError:
+            wait_until(done, timeout=1800 if workers == 1 else 300, interval=0.25,
+                       message=f"{records} records linked")
+        except ConditionTimeout:
             if workers == 1:
                 raise
             unlinked = records - linked_and_busy(p)[0]
@@ -344,7 +337,7 @@ def edit_stream(tmp: Path, rate: float, seconds: float) -> dict:
         httpx.post(p.bnxt_base + "/_sandbox/config", json={"rate_limit_per_min": None}).raise_for_status()
         p.start_worker()
         records = seed * 2 + seed // 10
-        wait(lambda: all_linked(p, records), timeout=900, what="seeded records linked")
+        wait_until(lambda: all_linked(p, records), timeout=900, interval=0.25, message="seeded records linked")
         time.sleep(3)  # let the last echoes drain before counting (a measurement pause, not a sync)
         orders = sorted(stamped(run(bnxt_all(p, "order")), "customcrm:order:").items())
         half = len(orders) // 2
@@ -458,7 +451,7 @@ def main() -> None:
             load["ceiling_ratio_api"] = t_api / load["seconds"]
 
     if "scale-out" not in args.skip:
-        console.print(f"[bold]initial load, two workers[/] (the second joins the running first) ...")
+        console.print("[bold]initial load, two workers[/] (the second joins the running first) ...")
         two = initial_load(n, tmp / "two-workers", workers=2)
         out["scale_out"] = {"workers": 2, "records_per_s": None if two["unlinked"] else two["records_per_s"],
                             "seconds": two["seconds"], "unlinked": two["unlinked"],
