@@ -23,7 +23,7 @@ import logging
 import time
 
 import orjson
-from aiokafka.partitioner import murmur2
+from aiokafka.partitioner import DefaultPartitioner
 from faust.web import Request, Response, View
 
 from connectors.common.kafka import bootstrap_servers
@@ -121,9 +121,12 @@ def _index(key: str, link: dict) -> None:
         summaries[key] = (link["flow"], link["status"], bool(link.get("park")), bool(link.get("blocked")))
 
 
+_ALL_PARTITIONS = list(range(PARTITIONS))
+
+
 def _partition_of(key: str) -> int:
     """The flow-topic partition of a link key (the producer's default partitioner)."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % PARTITIONS
+    return DefaultPartitioner()(key.encode(), _ALL_PARTITIONS, _ALL_PARTITIONS)
 
 
 @links.on_recover
