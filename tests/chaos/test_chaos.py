@@ -1,5 +1,6 @@
-"""Chaos and bad input (`pytest -m chaos`, part of `make test`): crashes, a second
-worker, faulty systems, bad input of every kind, and secrets staying secret."""
+"""Chaos and bad input: crashes, a second worker, faulty systems (marked `chaos`:
+`make test-chaos`, which CI runs after `make test`), bad input of every kind and
+secrets staying secret (unmarked: part of `make test`)."""
 from __future__ import annotations
 
 import asyncio
