@@ -209,7 +209,7 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
             return linked >= records and busy == 0
         unlinked = 0
         try:
-            # scale-out: a known loss at the rebalance can leave a few records unlinked; report, don't hang
+            # scale-out: should a rebalance lose records (it did before the seek-safe fix), report them, do not hang
             wait_until(done, timeout=1800 if workers == 1 else 300, interval=0.25,
                        message=f"{records} records linked")
         except ConditionTimeout:

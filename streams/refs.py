@@ -2,10 +2,12 @@
 
 An order's lines name Customcrm products; the order's link may live on another
 worker than its products' links. The link agent that links a product writes
-both directions to the compacted topic ``talkstream.product-refs``
-(``c:<Customcrm Id>`` -> productNo, ``b:<productNo>`` -> Customcrm Id); every
-worker reads that topic from the start, all partitions, into a dict, and keeps
-reading. A worker sees its own writes at once.
+one record to the compacted topic ``talkstream.product-refs``
+(``c:<Customcrm Id>`` -> productNo); every worker reads that topic from the
+start, all partitions, into a dict and its reverse (``b:<productNo>`` ->
+Customcrm Id), and keeps reading. A worker sees its own writes at once.
+(Topics written by earlier versions also hold ``b:`` records; they are read
+into the reverse map.)
 
 Faust's GlobalTable was meant for this, but with two workers on the embedded
 broker one worker never saw the other's writes, not even with
@@ -35,7 +37,7 @@ class SharedRefs(Service):
         super().__init__(**kwargs)
         self.bootstrap = bootstrap
         self.topic = topic
-        self.data: dict[str, str] = {}
+        self.data: dict[str, str] = {}  # "c:<source id>" -> target id, "b:<target id>" -> source id
         self._consumer: AIOKafkaConsumer | None = None
 
     def __len__(self) -> int:
@@ -44,9 +46,30 @@ class SharedRefs(Service):
     def get(self, key: str) -> str | None:
         return self.data.get(key)
 
-    def put(self, key: str, value: str) -> None:
-        """Our own write (the caller sends it to the topic): visible here at once."""
-        self.data[key] = value
+    def put(self, source_id: str, target_id: str) -> bool:
+        """Our own reference (the caller sends ``c:<source_id>`` to the topic when this returns
+        True): visible here at once, both ways. False: already known, nothing to send."""
+        return self._set(f"c:{source_id}", target_id)
+
+    def _set(self, key: str, value: str | None) -> bool:
+        old = self.data.get(key)
+        if old == value:
+            return False
+        kind, _, ident = key.partition(":")
+        if kind != "c":  # an earlier version's reverse record
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
+            return True
+        if old is not None and self.data.get(f"b:{old}") == ident:
+            del self.data[f"b:{old}"]
+        if value is None:
+            self.data.pop(key, None)
+        else:
+            self.data[key] = value
+            self.data[f"b:{value}"] = ident
+        return True
 
     async def on_start(self) -> None:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
@@ -77,8 +100,4 @@ class SharedRefs(Service):
                 for record in records:
                     if record.key is None:
                         continue
-                    key = record.key.decode()
-                    if record.value is None:
-                        self.data.pop(key, None)
-                    else:
-                        self.data[key] = record.value.decode()
+                    self._set(record.key.decode(), record.value.decode() if record.value is not None else None)

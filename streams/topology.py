@@ -223,10 +223,8 @@ async def link_agent(stream):
             continue
         put_link(key, outcome.link)
         for source_id, target_id in outcome.refs:
-            if product_refs.get(f"c:{source_id}") != target_id:  # each write is a message
-                for ref_key, value in ((f"c:{source_id}", target_id), (f"b:{target_id}", source_id)):
-                    product_refs.put(ref_key, value)
-                    await refs_topic.send(key=ref_key.encode(), value=value.encode())
+            if product_refs.put(source_id, target_id):  # one message per new reference
+                await refs_topic.send(key=f"c:{source_id}".encode(), value=target_id.encode())
         metrics.record_actions(flow.id, outcome.actions)
         for action in outcome.actions:
             if action.startswith("warn:"):

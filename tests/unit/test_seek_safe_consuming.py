@@ -1,0 +1,201 @@
+"""The rebalance fixes of ``connectors.common.kafka_compat``, on stand-ins for Faust's classes.
+
+The loss they fix (a worker joining a running one lost change events) needs two
+workers, a load and luck to show; ``tests/chaos`` runs that. Here each rule is
+checked on its own: records fetched before a seek or a rebalance are not
+yielded, and recovery seeks before it resumes the stream partitions.
+"""
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import NamedTuple
+
+from connectors.common import kafka_compat
+
+
+class FakeFetcher:
+    def __init__(self) -> None:
+        self.positions: dict = {}
+
+    def seek_to(self, tp, offset):
+        self.positions[tp] = offset
+
+
+class TP(NamedTuple):
+    topic: str
+    partition: int
+
+
+def _tp(partition: int, topic: str = "flow") -> TP:
+    return TP(topic, partition)
+
+
+class Stamp:
+    """What the consumer thread saw when aiokafka returned a batch."""
+
+    assignment = object()
+
+
+def _consumer_class(records, on_yield=None, contiguous=(), fetcher=None):
+    """A stand-in for Faust's Consumer: ``_wait_next_records`` returns ``records`` stamped with the
+    current assignment, ``getmany`` yields them (calling ``on_yield(consumer, i)`` after each).
+    Topics in ``contiguous`` are the streams' own (acks enabled); ``seek`` goes to ``fetcher``."""
+    class FakeConsumer:
+        def __init__(self) -> None:
+            self.assignment = Stamp.assignment
+            self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: topic in contiguous))
+            self.seeks: list = []
+
+        async def seek(self, tp, offset):
+            self.seeks.append((tp.partition, offset))
+            fetcher.seek_to(tp, offset)
+
+        async def _wait_next_records(self, timeout):
+            return kafka_compat.Fetched({}, self.assignment, next(kafka_compat._seeks)), None
+
+        async def getmany(self, timeout):
+            await self._wait_next_records(timeout)
+            for i, (tp, offset) in enumerate(records):
+                yield tp, SimpleNamespace(offset=offset)
+                if on_yield:
+                    on_yield(self, i)
+
+    kafka_compat._patch_getmany(FakeConsumer, lambda consumer: consumer.assignment)
+    return FakeConsumer
+
+
+def _drain(consumer) -> list:
+    """Every (partition, offset) ``getmany`` yields."""
+    async def go():
+        return [(tp.partition, message.offset) async for tp, message in consumer.getmany(timeout=1.0)]
+    return asyncio.run(go())
+
+
+def _fetcher():
+    fetcher_cls = type("F", (FakeFetcher,), {})
+    kafka_compat._patch_seek_to(fetcher_cls)
+    return fetcher_cls()
+
+
+def test_records_of_a_partition_sought_during_the_batch_are_not_yielded():
+    fetcher = _fetcher()
+    p0, p1 = _tp(0, "seek-test"), _tp(1, "seek-test")
+    records = [(p0, 100), (p1, 200), (p0, 101), (p1, 201), (p0, 102)]
+
+    def seek_after_second(consumer, i):
+        if i == 1:
+            fetcher.seek_to(p0, 50)  # e.g. recovery seeks p0 back to its committed offset
+
+    got = _drain(_consumer_class(records, seek_after_second)())
+    assert got == [(0, 100), (1, 200), (1, 201)]  # p0's 101 and 102 came from before its seek
+    assert fetcher.positions[p0] == 50
+
+
+def test_a_batch_returned_after_a_seek_is_yielded_whole():
+    """The stamp is taken when aiokafka returns the records, not when the fetch began: a seek
+    while the fetch waited must not drop what was fetched from the new position."""
+    fetcher = _fetcher()
+    p0 = _tp(0, "seek-after-test")
+    fetcher.seek_to(p0, 50)
+    assert _drain(_consumer_class([(p0, 50), (p0, 51)])()) == [(0, 50), (0, 51)]
+
+
+def test_a_rebalance_during_the_batch_ends_it():
+    def rebalance_after_first(consumer, i):
+        if i == 0:
+            consumer.assignment = object()  # aiokafka made a new assignment
+
+    records = [(_tp(0, "gen-test"), 1), (_tp(1, "gen-test"), 7), (_tp(0, "gen-test"), 2)]
+    assert _drain(_consumer_class(records, rebalance_after_first)()) == [(0, 1)]
+
+
+def test_recovery_seeks_before_it_resumes_the_stream_partitions():
+    calls: list = []
+
+    class FakeFaustConsumer:
+        def resume_partitions(self, tps):
+            calls.append(("resume", tps))
+
+        async def perform_seek(self):
+            calls.append(("seek",))
+
+    consumer = FakeFaustConsumer()
+
+    class FakeRecovery:
+        app = SimpleNamespace(consumer=consumer)
+
+        async def on_recovery_completed(self, generation_id=0):  # Faust's order: resume, then seek
+            self.app.consumer.resume_partitions({"flow-0"})
+            await self.app.consumer.perform_seek()
+            calls.append(("done",))
+
+    step = kafka_compat._seek_before_resume(FakeRecovery.on_recovery_completed)
+    asyncio.run(step(FakeRecovery()))
+    assert calls == [("seek",), ("resume", {"flow-0"}), ("done",)]
+    # the consumer's own methods are back afterwards
+    assert "resume_partitions" not in vars(consumer) and "perform_seek" not in vars(consumer)
+
+
+def test_recovery_that_never_seeks_still_resumes():
+    calls: list = []
+
+    class FakeFaustConsumer:
+        def resume_partitions(self, tps):
+            calls.append(("resume", tps))
+
+        async def perform_seek(self):
+            calls.append(("seek",))
+
+    class FakeRecovery:
+        app = SimpleNamespace(consumer=FakeFaustConsumer())
+
+        async def on_recovery_completed(self, generation_id=0):
+            self.app.consumer.resume_partitions({"flow-0"})  # then "rebalancing again": no seek
+
+    asyncio.run(kafka_compat._seek_before_resume(FakeRecovery.on_recovery_completed)(FakeRecovery()))
+    assert calls == [("resume", {"flow-0"})]
+
+
+def test_a_record_that_skips_offsets_is_not_handed_over_and_the_partition_is_read_again():
+    """The last guard: on the streams' own topics offsets are contiguous, so 4873 right after a
+    seek to 3242 means records are missing: read again from 3242 instead of losing 3242..4872."""
+    fetcher = _fetcher()
+    p2 = _tp(2, "jump-test")
+    fetcher.seek_to(p2, 3242)  # recovery's seek to the committed offset
+    consumer = _consumer_class([(p2, 4873), (p2, 4874)], contiguous={"jump-test"}, fetcher=fetcher)()
+    assert _drain(consumer) == []
+    assert consumer.seeks == [(2, 3242)]
+    # read again from the seek: handed over in order
+    consumer_cls = _consumer_class([(p2, 3242), (p2, 3243)], contiguous={"jump-test"}, fetcher=fetcher)
+    again = consumer_cls()
+    again._talkstream_continuity = consumer._talkstream_continuity
+    assert _drain(again) == [(2, 3242), (2, 3243)]
+
+
+def test_offsets_really_missing_on_the_broker_are_accepted_after_one_retry():
+    fetcher = _fetcher()
+    p0 = _tp(0, "hole-test")
+    fetcher.seek_to(p0, 10)
+    consumer = _consumer_class([(p0, 10), (p0, 15)], contiguous={"hole-test"}, fetcher=fetcher)()
+    assert _drain(consumer) == [(0, 10)]
+    assert consumer.seeks == [(0, 11)]
+    second = _consumer_class([(p0, 15), (p0, 16)], contiguous={"hole-test"}, fetcher=fetcher)()
+    second._talkstream_continuity = consumer._talkstream_continuity
+    assert _drain(second) == [(0, 15), (0, 16)]  # the broker has no 11..14: go on, with a warning
+
+
+def test_other_topics_may_skip_offsets():
+    """Changelogs may be compacted: their records are never held back."""
+    p0 = _tp(0, "compacted-test")
+    consumer = _consumer_class([(p0, 1), (p0, 9)], contiguous=set(), fetcher=_fetcher())()
+    assert _drain(consumer) == [(0, 1), (0, 9)]
+
+
+def test_continuity_starts_over_after_a_rebalance():
+    check = kafka_compat.Continuity().check
+    key = ("rebalance-test", 0)
+    first, second = object(), object()
+    assert check(first, key, 5) is None and check(first, key, 6) is None
+    assert check(second, key, 2) is None  # the new owner of the partition starts at its commit
+    assert check(second, key, 3) is None
