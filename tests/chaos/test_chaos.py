@@ -16,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from connectors.common.kafka import make_producer, read_all
 from tests.e2e.harness import CLIENT_SECRET, CRM_TOKEN, bnxt_all, crm_all, in_sync, run, stamped, wait_for
+from tests.support import wait_until
 
 # the long crash / fault runs are `chaos` (make test-chaos); bad input and secrets run in make test too
 CHAOS = pytest.mark.chaos
@@ -73,13 +74,16 @@ def test_a_second_worker_joining_mid_load_loses_nothing(pipeline_factory):
     products linked on the other worker, no dead letters. Before the fix in
     ``connectors.common.kafka_compat`` (seek-safe consuming) a joining worker lost records
     in 3 of 5 runs of a 21,000-record load (2 to 1,840 consecutive offsets of a partition)."""
-    seed = 4000
-    # an order may wait for products polled a minute later at this size: not what this test is about
-    p = pipeline_factory(seed=seed, env_extra={"TALKSTREAM_PARK_TIMEOUT": "600"})
+    seed = 10000  # the loss needed a worker that had read far ahead of its commits: a big load
+    # an order may wait for products polled minutes later at this size: not what this test is about
+    p = pipeline_factory(seed=seed, env_extra={"TALKSTREAM_PARK_TIMEOUT": "900"})
     p.start_worker()
     wait_for(lambda: p.bnxt_stats()["rows"]["product"] >= seed // 5, timeout=120, message="load under way")
     p._spawn("worker-b", ["worker", "-l", "info", "--without-web"], env=p.worker_env())
-    wait_for(lambda: in_sync(p), timeout=300, message="both workers finished the load")
+    totals = {"product": seed, "order": seed + seed // 10}
+    wait_until(lambda: all(p.bnxt_stats()["rows"][t] >= n for t, n in totals.items()), timeout=420,
+               interval=1.0, message="every record written")
+    wait_until(lambda: in_sync(p), timeout=300, interval=2.0, message="both workers finished the load")
     no_duplicates(p, seed)
     assert deadletters(p) == []
 
