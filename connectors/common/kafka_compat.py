@@ -113,10 +113,10 @@ async def _add_message(self, tp, key, value, timeout, timestamp_ms=None, headers
 # anything below it, and treats any jump above it as a gap that needs no
 # processing (meant for compacted topics). At a rebalance that lost records
 # (measured: a worker joining a running one during a 21,000-record load lost
-# records in 3 of 5 runs, 2 to 1,840 consecutive offsets of a partition): Faust fetches in another
-# thread and could yield records aiokafka had returned before the rebalance or
-# before a seek, and its recovery resumed the stream partitions before seeking
-# them to the committed offsets. A record ahead of the committed offset then
+# records in 3 of 5 runs, up to 1,840 consecutive offsets of a partition).
+# Faust fetches in another thread and could yield records aiokafka had
+# returned before the rebalance or before a seek, and its recovery resumed the
+# stream partitions before seeking them to the committed offsets. A record ahead of the committed offset then
 # came first, the offsets between became a "gap", and their re-fetch was
 # dropped as already read.
 #
