@@ -52,23 +52,19 @@ class SharedRefs(Service):
         return self._set(f"c:{source_id}", target_id)
 
     def _set(self, key: str, value: str | None) -> bool:
+        """Apply one record of the topic (``None``: a tombstone); a ``c:`` record also sets its reverse."""
         old = self.data.get(key)
         if old == value:
             return False
         kind, _, ident = key.partition(":")
-        if kind != "c":  # an earlier version's reverse record
-            if value is None:
-                self.data.pop(key, None)
-            else:
-                self.data[key] = value
-            return True
-        if old is not None and self.data.get(f"b:{old}") == ident:
-            del self.data[f"b:{old}"]
+        if kind == "c" and old is not None and self.data.get(f"b:{old}") == ident:
+            del self.data[f"b:{old}"]  # re-linked: the old productNo no longer points here
         if value is None:
             self.data.pop(key, None)
         else:
             self.data[key] = value
-            self.data[f"b:{value}"] = ident
+            if kind == "c":
+                self.data[f"b:{value}"] = ident
         return True
 
     async def on_start(self) -> None:

@@ -3,7 +3,8 @@
 The loss they fix (a worker joining a running one lost change events) needs two
 workers, a load and luck to show; ``tests/chaos`` runs that. Here each rule is
 checked on its own: records fetched before a seek or a rebalance are not
-yielded, and recovery seeks before it resumes the stream partitions.
+yielded, recovery seeks before it resumes the stream partitions, and a record
+that skips offsets on the streams' own topics makes the partition be read again.
 """
 from __future__ import annotations
 
