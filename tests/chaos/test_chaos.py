@@ -68,6 +68,7 @@ def test_two_workers_share_partitions_and_one_dies_mid_load(pipeline_factory):
 
 
 @CHAOS
+@pytest.mark.timeout(900)  # 21,000 records with two workers: about 2.5 minutes; room for a slow machine
 def test_a_second_worker_joining_mid_load_loses_nothing(pipeline_factory):
     """Partitions move between two live workers (a revocation, not a crash) while the first has
     read far ahead of what it committed: every change event is still routed, orders find
