@@ -68,7 +68,7 @@ def test_two_workers_share_partitions_and_one_dies_mid_load(pipeline_factory):
 
 
 @CHAOS
-@pytest.mark.timeout(900)  # 21,000 records with two workers: about 2.5 minutes; room for a slow machine
+@pytest.mark.timeout(1200)  # about 2.5 minutes; the rest is room for a slow machine and a failure's diagnosis
 def test_a_second_worker_joining_mid_load_loses_nothing(pipeline_factory):
     """Partitions move between two live workers (a revocation, not a crash) while the first has
     read far ahead of what it committed: every change event is still routed, orders find
@@ -81,12 +81,6 @@ def test_a_second_worker_joining_mid_load_loses_nothing(pipeline_factory):
     p.start_worker()
     wait_for(lambda: p.bnxt_stats()["rows"]["product"] >= seed // 5, timeout=120, message="load under way")
     p._spawn("worker-b", ["worker", "-l", "info", "--without-web"], env=p.worker_env())
-    totals = {"product": seed, "order": seed + seed // 10}
-    wait_until(lambda: all(p.bnxt_stats()["rows"][t] >= n for t, n in totals.items()), timeout=420,
-               interval=1.0, message="every record written")
-    wait_until(lambda: in_sync(p), timeout=300, interval=2.0, message="both workers finished the load")
-    no_duplicates(p, seed)
-    assert deadletters(p) == []
 
     async def unrouted() -> list[str]:
         flow = await read_all(p.broker.bootstrap, "talkstream.flow.events", timeout=120)
@@ -94,6 +88,17 @@ def test_a_second_worker_joining_mid_load_loses_nothing(pipeline_factory):
         products = await read_all(p.broker.bootstrap, "customcrm.product.changes", timeout=120)
         return [json.loads(v)["data"]["Sku"] for _p, _o, _k, v in products
                 if f"product-product:{json.loads(v)['data']['Sku']}".encode() not in flow_keys]
+
+    totals = {"product": seed, "order": seed + seed // 10}
+    try:
+        wait_until(lambda: all(p.bnxt_stats()["rows"][t] >= n for t, n in totals.items()), timeout=420,
+                   interval=1.0, message="every record written")
+    except AssertionError as exc:  # say whether records were lost (unrouted) or the workers stopped (lag)
+        raise AssertionError(f"{exc}\nrows: {p.bnxt_stats()['rows']}\nunrouted products: {run(unrouted())[:20]}"
+                             f"\nstatus: {p.cli('status', '--json').stdout[-3000:]}") from exc
+    wait_until(lambda: in_sync(p), timeout=300, interval=2.0, message="both workers finished the load")
+    no_duplicates(p, seed)
+    assert deadletters(p) == []
     assert run(unrouted()) == []
 
 
