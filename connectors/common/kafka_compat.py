@@ -39,6 +39,7 @@ from aiokafka.consumer import group_coordinator as gc
 from aiokafka.errors import KafkaTimeoutError, ProducerClosed
 from aiokafka.producer.message_accumulator import MessageAccumulator
 from aiokafka.protocol.group import LeaveGroupRequest
+from aiokafka.structs import TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,29 @@ class Continuity:
             self.expected[key] = offset + 1
         return None
 
+    def dropped(self, assignment, position) -> list[tuple[tuple[str, int], int]]:
+        """Between two batches: partitions aiokafka has moved past records that were never handed
+        over (no later record would show the jump), with the offset to read them again from.
+        ``position(key)`` is aiokafka's next offset to return for the partition, or ``None``."""
+        if assignment is not self.assignment:
+            return []  # a rebalance: ``check`` starts over
+        missing = []
+        for key, expected in list(self.expected.items()):
+            if _sought_at.get(key, 0) > self.seeks_seen.get(key, 0):
+                continue  # sought since: the seek is the new position
+            now = position(key)
+            if now is not None and now > expected and self.retried.get(key) != expected:
+                self.retried[key] = expected
+                missing.append((key, expected))
+        return missing
+
+
+def _position(consumer, key: tuple[str, int]) -> int | None:
+    """aiokafka's next offset to return for a partition (read from the main thread; a plain attribute)."""
+    assignment = _assignment(consumer._thread._ensure_consumer())
+    state = assignment.state_value(TopicPartition(*key)) if assignment is not None else None
+    return state.position if state is not None and state.has_valid_position else None
+
 
 def _assignment(aiokafka_consumer):
     subscription = aiokafka_consumer._subscription.subscription
@@ -214,8 +238,10 @@ def _patch_fetch_records(ConsumerThread) -> None:
     ConsumerThread._fetch_records = _fetch_records
 
 
-def _patch_getmany(Consumer, current_assignment) -> None:
+def _patch_getmany(Consumer, current_assignment, position) -> None:
     """Faust's ``Consumer.getmany`` without the records that became stale while it yielded the batch."""
+    from faust.types.tuples import TP
+
     original, original_wait = Consumer.getmany, Consumer._wait_next_records
 
     async def _wait_next_records(self, timeout):
@@ -226,6 +252,10 @@ def _patch_getmany(Consumer, current_assignment) -> None:
     async def getmany(self, timeout: float):
         self._talkstream_batch = None
         continuity = self.__dict__.setdefault("_talkstream_continuity", Continuity())
+        for (topic, partition), back in continuity.dropped(current_assignment(self), lambda key: position(self, key)):
+            log.warning("%s[%s]: records from %s on were never handed over; reading the partition again from %s",
+                        topic, partition, back, back)
+            await self.seek(TP(topic, partition), back)
         batch = original(self, timeout)
         try:
             async for tp, message in batch:
@@ -289,7 +319,7 @@ def apply() -> None:
 
     _patch_seek_to(Fetcher)
     _patch_fetch_records(AIOKafkaConsumerThread)
-    _patch_getmany(Consumer, lambda consumer: _assignment(consumer._thread._ensure_consumer()))
+    _patch_getmany(Consumer, lambda consumer: _assignment(consumer._thread._ensure_consumer()), _position)
     Recovery._resume_streams = _seek_before_resume(Recovery._resume_streams)
     Recovery.on_recovery_completed = _seek_before_resume(Recovery.on_recovery_completed)
     _applied = True

@@ -47,6 +47,7 @@ def _consumer_class(records, on_yield=None, contiguous=(), fetcher=None):
             self.assignment = Stamp.assignment
             self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: topic in contiguous))
             self.seeks: list = []
+            self.positions: dict = {}  # (topic, partition) -> aiokafka's next offset to return
 
         async def seek(self, tp, offset):
             self.seeks.append((tp.partition, offset))
@@ -62,7 +63,8 @@ def _consumer_class(records, on_yield=None, contiguous=(), fetcher=None):
                 if on_yield:
                     on_yield(self, i)
 
-    kafka_compat._patch_getmany(FakeConsumer, lambda consumer: consumer.assignment)
+    kafka_compat._patch_getmany(FakeConsumer, lambda consumer: consumer.assignment,
+                                lambda consumer, key: consumer.positions.get(key))
     return FakeConsumer
 
 
@@ -200,3 +202,22 @@ def test_continuity_starts_over_after_a_rebalance():
     assert check(first, key, 5) is None and check(first, key, 6) is None
     assert check(second, key, 2) is None  # the new owner of the partition starts at its commit
     assert check(second, key, 3) is None
+
+
+def test_records_aiokafka_moved_past_without_handing_over_are_read_again():
+    """The guard's blind spot closed: records dropped at the end of a partition show no jump (no
+    later record comes), but aiokafka's position is past them; the next fetch reads them again."""
+    fetcher = _fetcher()
+    p0 = _tp(0, "tail-test")
+    first = _consumer_class([(p0, 10), (p0, 11)], contiguous={"tail-test"}, fetcher=fetcher)()
+    assert _drain(first) == [(0, 10), (0, 11)]
+    second = _consumer_class([], contiguous={"tail-test"}, fetcher=fetcher)()
+    second._talkstream_continuity = first._talkstream_continuity
+    second.positions[("tail-test", 0)] = 15  # 12..14 were returned by aiokafka but never handed over
+    _drain(second)
+    assert second.seeks == [(0, 12)]
+    third = _consumer_class([], contiguous={"tail-test"}, fetcher=fetcher)()
+    third._talkstream_continuity = first._talkstream_continuity
+    third.positions[("tail-test", 0)] = 12  # caught up: nothing to do
+    _drain(third)
+    assert third.seeks == []
