@@ -129,7 +129,9 @@ async def _add_message(self, tp, key, value, timeout, timestamp_ms=None, headers
 # last guard, on the topics the streams consume (never compacted, no
 # transactions: their offsets are contiguous) a record that skips offsets is
 # not handed over: the partition is read again from the first missing offset,
-# once (a second time the jump is accepted and logged). The guard does fire:
+# once (a second time the jump is accepted and logged); between batches, so is
+# a partition whose aiokafka position is past records never handed over (at a
+# partition's end no later record would show the jump). The guard does fire:
 # after restarts (a few offsets) and when a worker joins (1,204 offsets seen),
 # by a path through Faust not pinned down here.
 
@@ -252,7 +254,10 @@ def _patch_getmany(Consumer, current_assignment, position) -> None:
     async def getmany(self, timeout: float):
         self._talkstream_batch = None
         continuity = self.__dict__.setdefault("_talkstream_continuity", Continuity())
-        for (topic, partition), back in continuity.dropped(current_assignment(self), lambda key: position(self, key)):
+        # not while the flow is stopped (a rebalance): then records are left on purpose and read again anyway
+        missing = continuity.dropped(current_assignment(self), lambda key: position(self, key)) \
+            if self.flow_active else []
+        for (topic, partition), back in missing:
             log.warning("%s[%s]: records from %s on were never handed over; reading the partition again from %s",
                         topic, partition, back, back)
             await self.seek(TP(topic, partition), back)

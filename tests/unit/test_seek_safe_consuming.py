@@ -48,6 +48,7 @@ def _consumer_class(records, on_yield=None, contiguous=(), fetcher=None):
             self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: topic in contiguous))
             self.seeks: list = []
             self.positions: dict = {}  # (topic, partition) -> aiokafka's next offset to return
+            self.flow_active = True
 
         async def seek(self, tp, offset):
             self.seeks.append((tp.partition, offset))
@@ -216,8 +217,18 @@ def test_records_aiokafka_moved_past_without_handing_over_are_read_again():
     second.positions[("tail-test", 0)] = 15  # 12..14 were returned by aiokafka but never handed over
     _drain(second)
     assert second.seeks == [(0, 12)]
-    third = _consumer_class([], contiguous={"tail-test"}, fetcher=fetcher)()
-    third._talkstream_continuity = first._talkstream_continuity
-    third.positions[("tail-test", 0)] = 12  # caught up: nothing to do
-    _drain(third)
-    assert third.seeks == []
+
+
+
+def test_records_left_at_a_rebalance_are_not_taken_for_dropped():
+    """While the flow is stopped (a rebalance), Faust leaves fetched records on purpose."""
+    fetcher = _fetcher()
+    p0 = _tp(0, "stopped-test")
+    first = _consumer_class([(p0, 10), (p0, 11)], contiguous={"stopped-test"}, fetcher=fetcher)()
+    assert _drain(first) == [(0, 10), (0, 11)]
+    second = _consumer_class([], contiguous={"stopped-test"}, fetcher=fetcher)()
+    second._talkstream_continuity = first._talkstream_continuity
+    second.positions[("stopped-test", 0)] = 15
+    second.flow_active = False
+    _drain(second)
+    assert second.seeks == []
