@@ -122,11 +122,12 @@ def _index(key: str, link: dict) -> None:
 
 
 _ALL_PARTITIONS = list(range(PARTITIONS))
+_PARTITIONER = DefaultPartitioner()
 
 
 def _partition_of(key: str) -> int:
     """The flow-topic partition of a link key (the producer's default partitioner)."""
-    return DefaultPartitioner()(key.encode(), _ALL_PARTITIONS, _ALL_PARTITIONS)
+    return _PARTITIONER(key.encode(), _ALL_PARTITIONS, _ALL_PARTITIONS)
 
 
 @links.on_recover

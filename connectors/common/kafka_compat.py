@@ -205,9 +205,14 @@ class Continuity:
         return missing
 
 
+def _worker_assignment(consumer):
+    """The aiokafka assignment under Faust's worker consumer."""
+    return _assignment(consumer._thread._ensure_consumer())
+
+
 def _position(consumer, key: tuple[str, int]) -> int | None:
     """aiokafka's next offset to return for a partition (read from the main thread; a plain attribute)."""
-    assignment = _assignment(consumer._thread._ensure_consumer())
+    assignment = _worker_assignment(consumer)
     state = assignment.state_value(TopicPartition(*key)) if assignment is not None else None
     return state.position if state is not None and state.has_valid_position else None
 
@@ -324,7 +329,7 @@ def apply() -> None:
 
     _patch_seek_to(Fetcher)
     _patch_fetch_records(AIOKafkaConsumerThread)
-    _patch_getmany(Consumer, lambda consumer: _assignment(consumer._thread._ensure_consumer()), _position)
+    _patch_getmany(Consumer, _worker_assignment, _position)
     Recovery._resume_streams = _seek_before_resume(Recovery._resume_streams)
     Recovery.on_recovery_completed = _seek_before_resume(Recovery.on_recovery_completed)
     _applied = True

@@ -76,6 +76,27 @@ def _drain(consumer) -> list:
     return asyncio.run(go())
 
 
+def _batch(records, topic, fetcher, after=None):
+    """A consumer for one batch of ``records`` on the contiguous ``topic``; ``after``: the consumer
+    of the previous batch, whose record of expected offsets it carries on."""
+    consumer = _consumer_class(records, contiguous={topic}, fetcher=fetcher)()
+    if after is not None:
+        consumer._talkstream_continuity = after._talkstream_continuity
+    return consumer
+
+
+def _recording_consumer(calls: list):
+    """A stand-in for Faust's consumer during recovery, recording resumes and seeks in ``calls``."""
+    class FakeFaustConsumer:
+        def resume_partitions(self, tps):
+            calls.append(("resume", tps))
+
+        async def perform_seek(self):
+            calls.append(("seek",))
+
+    return FakeFaustConsumer()
+
+
 def _fetcher():
     fetcher_cls = type("F", (FakeFetcher,), {})
     kafka_compat._patch_seek_to(fetcher_cls)
@@ -116,15 +137,7 @@ def test_a_rebalance_during_the_batch_ends_it():
 
 def test_recovery_seeks_before_it_resumes_the_stream_partitions():
     calls: list = []
-
-    class FakeFaustConsumer:
-        def resume_partitions(self, tps):
-            calls.append(("resume", tps))
-
-        async def perform_seek(self):
-            calls.append(("seek",))
-
-    consumer = FakeFaustConsumer()
+    consumer = _recording_consumer(calls)
 
     class FakeRecovery:
         app = SimpleNamespace(consumer=consumer)
@@ -144,15 +157,8 @@ def test_recovery_seeks_before_it_resumes_the_stream_partitions():
 def test_recovery_that_never_seeks_still_resumes():
     calls: list = []
 
-    class FakeFaustConsumer:
-        def resume_partitions(self, tps):
-            calls.append(("resume", tps))
-
-        async def perform_seek(self):
-            calls.append(("seek",))
-
     class FakeRecovery:
-        app = SimpleNamespace(consumer=FakeFaustConsumer())
+        app = SimpleNamespace(consumer=_recording_consumer(calls))
 
         async def on_recovery_completed(self, generation_id=0):
             self.app.consumer.resume_partitions({"flow-0"})  # then "rebalancing again": no seek
@@ -167,13 +173,11 @@ def test_a_record_that_skips_offsets_is_not_handed_over_and_the_partition_is_rea
     fetcher = _fetcher()
     p2 = _tp(2, "jump-test")
     fetcher.seek_to(p2, 3242)  # recovery's seek to the committed offset
-    consumer = _consumer_class([(p2, 4873), (p2, 4874)], contiguous={"jump-test"}, fetcher=fetcher)()
+    consumer = _batch([(p2, 4873), (p2, 4874)], "jump-test", fetcher)
     assert _drain(consumer) == []
     assert consumer.seeks == [(2, 3242)]
     # read again from the seek: handed over in order
-    consumer_cls = _consumer_class([(p2, 3242), (p2, 3243)], contiguous={"jump-test"}, fetcher=fetcher)
-    again = consumer_cls()
-    again._talkstream_continuity = consumer._talkstream_continuity
+    again = _batch([(p2, 3242), (p2, 3243)], "jump-test", fetcher, after=consumer)
     assert _drain(again) == [(2, 3242), (2, 3243)]
 
 
@@ -181,11 +185,10 @@ def test_offsets_really_missing_on_the_broker_are_accepted_after_one_retry():
     fetcher = _fetcher()
     p0 = _tp(0, "hole-test")
     fetcher.seek_to(p0, 10)
-    consumer = _consumer_class([(p0, 10), (p0, 15)], contiguous={"hole-test"}, fetcher=fetcher)()
+    consumer = _batch([(p0, 10), (p0, 15)], "hole-test", fetcher)
     assert _drain(consumer) == [(0, 10)]
     assert consumer.seeks == [(0, 11)]
-    second = _consumer_class([(p0, 15), (p0, 16)], contiguous={"hole-test"}, fetcher=fetcher)()
-    second._talkstream_continuity = consumer._talkstream_continuity
+    second = _batch([(p0, 15), (p0, 16)], "hole-test", fetcher, after=consumer)
     assert _drain(second) == [(0, 15), (0, 16)]  # the broker has no 11..14: go on, with a warning
 
 
@@ -210,24 +213,21 @@ def test_records_aiokafka_moved_past_without_handing_over_are_read_again():
     later record comes), but aiokafka's position is past them; the next fetch reads them again."""
     fetcher = _fetcher()
     p0 = _tp(0, "tail-test")
-    first = _consumer_class([(p0, 10), (p0, 11)], contiguous={"tail-test"}, fetcher=fetcher)()
+    first = _batch([(p0, 10), (p0, 11)], "tail-test", fetcher)
     assert _drain(first) == [(0, 10), (0, 11)]
-    second = _consumer_class([], contiguous={"tail-test"}, fetcher=fetcher)()
-    second._talkstream_continuity = first._talkstream_continuity
+    second = _batch([], "tail-test", fetcher, after=first)
     second.positions[("tail-test", 0)] = 15  # 12..14 were returned by aiokafka but never handed over
     _drain(second)
     assert second.seeks == [(0, 12)]
-
 
 
 def test_records_left_at_a_rebalance_are_not_taken_for_dropped():
     """While the flow is stopped (a rebalance), Faust leaves fetched records on purpose."""
     fetcher = _fetcher()
     p0 = _tp(0, "stopped-test")
-    first = _consumer_class([(p0, 10), (p0, 11)], contiguous={"stopped-test"}, fetcher=fetcher)()
+    first = _batch([(p0, 10), (p0, 11)], "stopped-test", fetcher)
     assert _drain(first) == [(0, 10), (0, 11)]
-    second = _consumer_class([], contiguous={"stopped-test"}, fetcher=fetcher)()
-    second._talkstream_continuity = first._talkstream_continuity
+    second = _batch([], "stopped-test", fetcher, after=first)
     second.positions[("stopped-test", 0)] = 15
     second.flow_active = False
     _drain(second)
