@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from connectors.common.kafka import bootstrap_servers, make_producer, partitions, read_all
+from connectors.common.kafka import bootstrap_servers, make_producer, partitions, read_all, true_end_offsets
 from connectors.common.watermarks import WATERMARK_TOPIC, WatermarkStore, watermark_key
 from schemas.change import ChangeEvent, change_topic
 from schemas.deadletter import DEADLETTER_TOPIC, DeadLetter
@@ -217,21 +217,17 @@ def _poll_summary(mark: dict | None) -> dict[str, Any]:
 
 
 async def consumer_lag(bootstrap: str, group: str, topics: list[str]) -> dict[str, int]:
-    """Messages not yet committed by the worker group, per topic (committed() works on the embedded broker)."""
+    """Messages not yet committed by the worker group, per topic (committed() works on the embedded broker;
+    the end offsets are read exactly there too, where the streams' topics carry multi-record batches)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
+        tps = [tp for topic in topics for tp in await partitions(consumer, topic)]
+        ends = await true_end_offsets(bootstrap, tps)
         out: dict[str, int] = {}
-        for topic in topics:
-            tps = await partitions(consumer, topic)
-            if not tps:
-                continue
-            ends = await consumer.end_offsets(tps)
-            total = 0
-            for tp in tps:
-                committed = await consumer.committed(tp)
-                total += max(0, ends[tp] - (committed or 0))
-            out[topic] = total
+        for tp in tps:
+            committed = await consumer.committed(tp)
+            out[tp.topic] = out.get(tp.topic, 0) + max(0, ends[tp] - (committed or 0))
         return out
     finally:
         await consumer.stop()

@@ -23,11 +23,11 @@ import logging
 from aiokafka import AIOKafkaConsumer
 from mode import Service
 
-from connectors.common.kafka import partitions
+from connectors.common.kafka import partitions, read_to_end
 
 log = logging.getLogger(__name__)
 
-REFS_TOPIC = "talkstream.product-refs"
+REFS_TOPIC = read_to_end("talkstream.product-refs")
 
 
 class SharedRefs(Service):

@@ -1,9 +1,16 @@
 """Kafka plumbing shared by pollers, sinks, the CLI and tests (aiokafka).
 
 Everything that produces goes through :func:`make_producer`, which applies the
-single-record-batch protection needed on the embedded broker (Tansu reports a
-partition's end offset as the base offset of the last batch + 1; with one
-record per batch the end offsets are exact).
+single-record-batch protection needed on the embedded broker: Tansu reports a
+partition's end offset as the base offset of the last batch + 1, so only with
+one record per batch are the end offsets exact. Exact end offsets matter only
+on topics that are read up to their end: Faust's table changelogs (recovery
+stops at the end offset) and the compacted topics declared with
+:func:`read_to_end`. With ``kafka_compat.apply()`` in the process, every other
+topic (change events, flow events, commands, dead letters) is sent in normal
+batches even while the protection is on: ten times the messages per second on
+the embedded broker. Readers of those topics never trust an end offset as the
+last record (:func:`read_all`, :func:`true_end_offsets`).
 """
 from __future__ import annotations
 
@@ -20,6 +27,24 @@ from schemas.change import ChangeEvent
 #: aiokafka's batch builder always accepts the first record of a batch, so a
 #: 1-byte batch limit means exactly one record per batch.
 SINGLE_RECORD_BATCH_SIZE = 1
+
+#: Batch limit for the topics that need no exact end offsets (aiokafka's default).
+BATCH_SIZE = 16384
+
+_read_to_end: set[str] = set()
+
+
+def read_to_end(topic: str) -> str:
+    """Declare a topic that is read up to its end offset (it keeps one record per batch under the
+    protection); returns the name."""
+    _read_to_end.add(topic)
+    return topic
+
+
+def one_record_per_batch(topic: str) -> bool:
+    """Does ``topic`` need exact end offsets: a Faust table changelog or a topic declared with
+    :func:`read_to_end`?"""
+    return topic.endswith("-changelog") or topic in _read_to_end
 
 
 def bootstrap_servers(broker_url: str) -> str:
@@ -123,9 +148,13 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 async def read_all(
     bootstrap: str, topic: str, *, timeout: float = 30.0
 ) -> list[tuple[int, int, bytes | None, bytes | None]]:
-    """Every record of ``topic`` from offset 0 to the current end offsets.
+    """Every record of ``topic`` from offset 0 to (at least) the current end offsets.
 
     Returns ``(partition, offset, key, value)`` tuples in per-partition order.
+    A partition is read until aiokafka's position reaches the reported end
+    offset, keeping every record fetched: on the embedded broker the reported
+    end is the last batch's base offset + 1, and the fetch of that offset
+    returns the whole batch.
     """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -151,13 +180,42 @@ async def read_all(
                 raise TimeoutError(f"reading {topic} did not reach its end offsets within {timeout} s")
             batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=5000)
             for tp, records in batch.items():
-                for r in records:
-                    if r.offset < ends[tp]:
-                        out.append((tp.partition, r.offset, r.key, r.value))
+                out.extend((tp.partition, r.offset, r.key, r.value) for r in records)
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
         return out
+    finally:
+        await consumer.stop()
+
+
+async def true_end_offsets(bootstrap: str, tps: Sequence[TopicPartition],
+                           *, timeout: float = 10.0) -> dict[TopicPartition, int]:
+    """End offsets that are exact on the embedded broker too: each non-empty partition's last
+    batch is fetched from the reported end - 1 (its base offset there; the last record on
+    Apache Kafka) and the end is the offset after its last record."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(list(tps)) if tps else {}
+        pending = {tp for tp in tps if ends[tp] > 0}
+        if not pending:
+            return dict(ends)
+        consumer.assign(list(pending))
+        for tp in pending:
+            consumer.seek(tp, ends[tp] - 1)
+        exact = dict(ends)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while pending:
+            if loop.time() > deadline:
+                raise TimeoutError(f"reading the last batch of {sorted(map(str, pending))} took over {timeout} s")
+            batch = await consumer.getmany(*pending, timeout_ms=200)
+            for tp, records in batch.items():
+                if records:
+                    exact[tp] = max(exact[tp], records[-1].offset + 1)
+                    pending.discard(tp)
+        return exact
     finally:
         await consumer.stop()
 

@@ -12,10 +12,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from connectors.common.kafka import ensure_topics, read_all
+from connectors.common.kafka import ensure_topics, read_all, read_to_end
 from schemas import codec
 
-WATERMARK_TOPIC = "talkstream.watermarks"
+WATERMARK_TOPIC = read_to_end("talkstream.watermarks")
 
 
 def watermark_key(system: str, entity: str) -> str:

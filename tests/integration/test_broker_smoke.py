@@ -7,8 +7,10 @@ hold exactly the expected counts (the last updates included).
 
 The embedded broker reports wrong end offsets for multi-record batches, which
 makes Faust stop reading a changelog early; the protection is one record per
-produce batch. ``test_recovery_without_protection_loses_updates`` shows the
-main test would fail without it.
+produce batch on the topics read to their end (changelogs, compacted topics).
+``test_recovery_without_protection_loses_updates`` shows the main test would
+fail without it. Every other topic is sent in normal batches, and its readers
+still see every record (the last two tests).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.common.kafka import ensure_topics, make_producer, read_all
+from connectors.common.kafka import ensure_topics, make_producer, read_all, read_to_end, true_end_offsets
 from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
@@ -164,7 +166,7 @@ def test_messages_queued_on_one_partition_arrive_in_order_with_exact_offsets(bro
     from connectors.common import kafka_compat
 
     kafka_compat.apply()
-    topic = f"queued-{unique}"
+    topic = read_to_end(f"queued-{unique}")  # one record per batch
 
     async def go():
         await ensure_topics(broker.bootstrap, [topic], partitions=1)
@@ -186,3 +188,58 @@ def test_messages_queued_on_one_partition_arrive_in_order_with_exact_offsets(bro
     assert offsets == list(range(300))
     assert [int(value) for _p, _o, _k, value in records] == list(range(300))
     assert [o for _p, o, _k, _v in records] == list(range(300))
+
+
+def _send_300(bootstrap: str, topic: str) -> list[int]:
+    """300 records to partition 0 of ``topic`` with the worker's producer (protection on)."""
+    from connectors.common import kafka_compat
+
+    kafka_compat.apply()
+
+    async def go() -> list[int]:
+        await ensure_topics(bootstrap, [topic], partitions=1)
+        producer = make_producer(bootstrap, single_record_batches=True)
+        await producer.start()
+        try:
+            futures = [await producer.send(topic, str(i).encode(), key=b"k", partition=0) for i in range(300)]
+            return [(await f).offset for f in futures]
+        finally:
+            await producer.stop()
+    return asyncio.run(go())
+
+
+def _reported_and_true_end(bootstrap: str, topic: str) -> tuple[int, int]:
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
+
+    async def go() -> tuple[int, int]:
+        tp = TopicPartition(topic, 0)
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            reported = (await consumer.end_offsets([tp]))[tp]
+        finally:
+            await consumer.stop()
+        return reported, (await true_end_offsets(bootstrap, [tp]))[tp]
+    return asyncio.run(go())
+
+
+def test_stream_topics_are_batched_and_still_read_to_the_last_record(broker, unique):
+    """With the protection on, a topic that is not read to its end offset gets multi-record
+    batches (the embedded broker then reports an end offset short of the last record), and
+    ``read_all`` and ``true_end_offsets`` still reach every record."""
+    topic = f"batched-{unique}"
+    offsets = _send_300(broker.bootstrap, topic)
+    assert offsets == list(range(300))
+    reported, true_end = _reported_and_true_end(broker.bootstrap, topic)
+    assert reported < 300, "the records went one per batch: this topic should have been batched"
+    assert true_end == 300
+    records = asyncio.run(read_all(broker.bootstrap, topic))
+    assert [o for _p, o, _k, _v in records] == list(range(300))
+
+
+def test_topics_read_to_their_end_keep_exact_end_offsets(broker, unique):
+    """A topic declared with ``read_to_end`` (and every ``*-changelog``) keeps one record per batch."""
+    topic = read_to_end(f"exact-{unique}")
+    _send_300(broker.bootstrap, topic)
+    assert _reported_and_true_end(broker.bootstrap, topic) == (300, 300)

@@ -1,0 +1,57 @@
+"""Which topics keep one record per produce batch under the embedded broker's protection.
+
+Only topics read up to their end offset need exact end offsets: Faust's table
+changelogs and the compacted topics declared with ``read_to_end``. The
+accumulator (``connectors.common.kafka_compat``) gives every other topic
+normal batches. Checked on aiokafka's real accumulator, without a broker.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka.producer.message_accumulator import MessageAccumulator
+from aiokafka.structs import TopicPartition
+
+from connectors.common import kafka_compat
+from connectors.common.kafka import BATCH_SIZE, SINGLE_RECORD_BATCH_SIZE, one_record_per_batch
+from connectors.common.watermarks import WATERMARK_TOPIC
+from schemas.deadletter import DEADLETTER_TOPIC
+from streams.refs import REFS_TOPIC
+from streams.topics import FLOW_EVENTS
+
+
+@pytest.mark.parametrize("topic", ["talkstream-links-changelog", "e2e-1a2b3c-routes-changelog", REFS_TOPIC,
+                                   WATERMARK_TOPIC])
+def test_changelogs_and_topics_read_to_their_end_keep_one_record_per_batch(topic):
+    assert one_record_per_batch(topic)
+
+
+@pytest.mark.parametrize("topic", ["customcrm.order.changes", "businessnxt.product.changes", FLOW_EVENTS,
+                                   "talkstream.businessnxt.order.commands", DEADLETTER_TOPIC])
+def test_stream_topics_are_batched(topic):
+    assert not one_record_per_batch(topic)
+
+
+def _records_in_first_batch(batch_size: int, topic: str) -> int:
+    """Records one builder of the patched accumulator takes for ``topic`` before it is full."""
+    async def go() -> int:
+        accumulator = MessageAccumulator(None, batch_size, 0, 30)
+        builder = kafka_compat._create_builder(accumulator, TopicPartition(topic, 0))
+        count = 0
+        while count < 1000 and builder.append(key=b"k", value=b"v" * 100, timestamp=None) is not None:
+            count += 1
+        assert accumulator._batch_size == batch_size  # the configured limit is left as it was
+        return count
+    return asyncio.run(go())
+
+
+def test_protection_on_batches_stream_topics_only():
+    assert _records_in_first_batch(SINGLE_RECORD_BATCH_SIZE, "talkstream-links-changelog") == 1
+    assert _records_in_first_batch(SINGLE_RECORD_BATCH_SIZE, REFS_TOPIC) == 1
+    assert 10 < _records_in_first_batch(SINGLE_RECORD_BATCH_SIZE, FLOW_EVENTS) < 1000
+
+
+def test_protection_off_leaves_the_configured_batch_size_everywhere():
+    assert _records_in_first_batch(BATCH_SIZE, "talkstream-links-changelog") == \
+        _records_in_first_batch(BATCH_SIZE, FLOW_EVENTS) > 10
