@@ -212,7 +212,7 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
         unlinked = 0
         try:
             # scale-out: should a rebalance lose records (it did before the seek-safe fix), report them, do not hang
-            wait_until(done, timeout=1800 if workers == 1 else 300, interval=0.25,
+            wait_until(done, timeout=1800 if workers == 1 else 300, interval=0.5,
                        message=f"{records} records linked")
         except ConditionTimeout:
             if workers == 1:

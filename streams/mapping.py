@@ -51,6 +51,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Context, Decimal, InvalidOperation, localcontext
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Protocol, runtime_checkable
@@ -262,6 +263,7 @@ def _as_decimal(value: Any) -> Decimal | None:
     return d
 
 
+@lru_cache(maxsize=4096)  # equal decimals have the same text; prices and quantities repeat
 def _decimal_text(d: Decimal) -> str:
     if d == 0:
         return "0"

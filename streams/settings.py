@@ -23,8 +23,9 @@ class Settings(BaseSettings):
     )
     single_record_batches: Literal["auto", "on", "off"] = Field(
         default="auto",
-        description="Send one record per produce batch. auto: on when the start-up self-check finds "
-        "the broker's end offsets wrong for multi-record batches (the embedded broker).",
+        description="Send one record per produce batch on the topics read to their end offset (table "
+        "changelogs, compacted topics). auto: on when the start-up self-check finds the broker's end offsets "
+        "wrong for multi-record batches (the embedded broker).",
     )
     app_id: str = Field(default="talkstream", description="Faust app id: consumer group and topic prefix.")
     partitions: int = Field(default=4, ge=1, description="Partitions of the topics talkstream creates.")

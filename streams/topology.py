@@ -177,8 +177,9 @@ async def route_changes(stream):
             routes[rkey] = remembered
         for flow, link_key in pairs:
             metrics.EVENTS_OUT.labels(FLOW_EVENTS).inc()
+            # the event as it came (valid: it was just parsed), not dumped again
             await flow_events.send(key=link_key.encode(), value=_flow_message(
-                "change", flow.id, event=change.model_dump(mode="json", by_alias=True)))
+                "change", flow.id, event=orjson.Fragment(event.value)))
 
 
 # --------------------------------------------------------------------------- link
