@@ -190,10 +190,11 @@ async def read_all(
 
 
 async def true_end_offsets(bootstrap: str, tps: Sequence[TopicPartition],
-                           *, timeout: float = 10.0) -> dict[TopicPartition, int]:
+                           *, timeout: float = 5.0) -> dict[TopicPartition, int]:
     """End offsets that are exact on the embedded broker too: each non-empty partition's last
     batch is fetched from the reported end - 1 (its base offset there; the last record on
-    Apache Kafka) and the end is the offset after its last record."""
+    Apache Kafka) and the end is the offset after its last record. A partition whose last
+    batch does not come within ``timeout`` keeps its reported end offset."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
     await consumer.start()
     try:
@@ -207,9 +208,7 @@ async def true_end_offsets(bootstrap: str, tps: Sequence[TopicPartition],
         exact = dict(ends)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while pending:
-            if loop.time() > deadline:
-                raise TimeoutError(f"reading the last batch of {sorted(map(str, pending))} took over {timeout} s")
+        while pending and loop.time() < deadline:
             batch = await consumer.getmany(*pending, timeout_ms=200)
             for tp, records in batch.items():
                 if records:
