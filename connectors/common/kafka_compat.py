@@ -199,17 +199,26 @@ class Continuity:
         self.seeks_seen: dict[tuple[str, int], int] = {}
         self.retried: dict[tuple[str, int], int] = {}
 
+    def _adopt(self, assignment) -> None:
+        if assignment is not self.assignment:  # a rebalance: positions start over from the seeks
+            self.assignment = assignment
+            self.expected.clear()
+
+    def _due(self, key: tuple[str, int]) -> int | None:
+        """The offset the partition's next record must have: where it was sought, if it was sought
+        since its last record handed over; else the offset after that record (``None``: unknown)."""
+        if _sought_at.get(key, 0) > self.seeks_seen.get(key, 0):
+            return _sought_to[key]
+        return self.expected.get(key)
+
     def check(self, assignment, key: tuple[str, int], offset: int) -> int | None:
         """``None``: hand the record over. An offset: records before this one are missing; read the
         partition again from there (asked once per missing offset; the second time it is accepted)."""
-        if assignment is not self.assignment:  # a rebalance: positions start over from the commits
-            self.assignment = assignment
-            self.expected.clear()
-        seek = _sought_at.get(key, 0)
-        if seek > self.seeks_seen.get(key, 0):
-            self.seeks_seen[key] = seek
-            self.expected[key] = _sought_to[key]
-        expected = self.expected.get(key)
+        self._adopt(assignment)
+        expected = self._due(key)
+        if expected is not None:  # takes a seek since the last record into account (else a no-op)
+            self.expected[key] = expected
+            self.seeks_seen[key] = _sought_at.get(key, 0)
         if expected is not None and offset > expected:
             if self.retried.get(key) != expected:
                 self.retried[key] = expected
@@ -227,16 +236,11 @@ class Continuity:
         assigned here); ``contiguous(topic)``: is it one of the streams' own topics. A partition
         sought since its last record handed over (or with none handed over yet) is due at the
         offset it was sought to."""
-        if assignment is not self.assignment:  # a rebalance: positions start over from the seeks
-            self.assignment = assignment
-            self.expected.clear()
+        self._adopt(assignment)
         missing = []
         for key in set(self.expected) | {key for key in _sought_to if contiguous(key[0])}:
-            if _sought_at.get(key, 0) > self.seeks_seen.get(key, 0):
-                expected = _sought_to[key]
-            elif key in self.expected:
-                expected = self.expected[key]
-            else:
+            expected = self._due(key)
+            if expected is None:
                 continue
             now = position(key)
             if now is not None and now > expected and self.retried.get(key) != expected:
