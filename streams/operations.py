@@ -17,6 +17,7 @@ from connectors.common.kafka import bootstrap_servers, make_producer, partitions
 from connectors.common.watermarks import WATERMARK_TOPIC, WatermarkStore, watermark_key
 from schemas.change import ChangeEvent, change_topic
 from schemas.deadletter import DEADLETTER_TOPIC, DeadLetter
+from streams import flowmessages
 from streams.mapping import Mapping
 from streams.settings import Settings
 from streams.topics import FLOW_EVENTS, entities
@@ -147,7 +148,7 @@ async def redrive(settings: Settings, entries: list[DeadLetter]) -> int:
         for entry in entries:
             payload: Any = entry.payload
             if entry.link_key and entry.flow:
-                await (await producer.send(FLOW_EVENTS, orjson.dumps({"kind": "redrive", "flow": entry.flow}),
+                await (await producer.send(FLOW_EVENTS, flowmessages.encode("redrive", entry.flow),
                                            key=entry.link_key.encode()))
             if isinstance(payload, dict) and payload.get("schema") == "talkstream.change/v1":
                 event = ChangeEvent.model_validate(payload).model_copy(update={"origin": "replay"})

@@ -7,7 +7,8 @@
         │                                                      └──── results ◀── sink ◀─────┘
 
 - ``route`` (table ``routes``) gives every change event its flows and link keys
-  (``streams.routing``) and re-keys it onto ``talkstream.flow.events``.
+  (``streams.routing``) and re-keys it onto ``talkstream.flow.events``; changes,
+  results and ticks travel there as one batch per partition (``streams.flowmessages``).
 - ``link`` (table ``links``, ``concurrency=1``) owns each link: it runs the pure
   decisions of ``streams.engine`` and sends their commands and dead letters.
 - one ``sink`` agent per command topic writes batches through the connector's
@@ -23,14 +24,14 @@ import logging
 import time
 
 import orjson
-from aiokafka.partitioner import DefaultPartitioner
 from faust.web import Request, Response, View
 
+from connectors.common import kafka_compat
 from connectors.common.kafka import bootstrap_servers
 from schemas.change import ChangeEvent
 from schemas.command import WriteCommand, WriteResult, command_topic
 from schemas.deadletter import DEADLETTER_TOPIC, DeadLetter
-from streams import engine, metrics
+from streams import engine, flowmessages, metrics
 from streams.app import app
 from streams.mapping import load_mapping
 from streams.refs import REFS_TOPIC, SharedRefs
@@ -121,13 +122,9 @@ def _index(key: str, link: dict) -> None:
         summaries[key] = (link["flow"], link["status"], bool(link.get("park")), bool(link.get("blocked")))
 
 
-_ALL_PARTITIONS = list(range(PARTITIONS))
-_PARTITIONER = DefaultPartitioner()
-
-
 def _partition_of(key: str) -> int:
-    """The flow-topic partition of a link key (the producer's default partitioner)."""
-    return _PARTITIONER(key.encode(), _ALL_PARTITIONS, _ALL_PARTITIONS)
+    """The flow-topic partition of a link key."""
+    return flowmessages.partition_of(key, PARTITIONS)
 
 
 @links.on_recover
@@ -142,10 +139,6 @@ async def _rebuild_link_index() -> None:
             _index(key, orjson.loads(raw))
 
 
-def _flow_message(kind: str, flow: str, **body) -> bytes:
-    return orjson.dumps({"kind": kind, "flow": flow, **body})
-
-
 async def _dead_letter(entry: DeadLetter) -> None:
     metrics.DEADLETTERS.labels(entry.stage).inc()
     metrics.EVENTS_OUT.labels(DEADLETTER_TOPIC).inc()
@@ -154,32 +147,55 @@ async def _dead_letter(entry: DeadLetter) -> None:
                                 value=entry.to_bytes())
 
 
+async def send_batched(messages: list[tuple[str, dict]]) -> None:
+    """Many links' messages (changes, results, ticks): one ``batch`` flow message per partition
+    (``streams.flowmessages``)."""
+    for key, value in flowmessages.batches(messages, _partition_of):
+        metrics.EVENTS_OUT.labels(FLOW_EVENTS).inc()
+        await flow_events.send(key=key, value=value)
+
+
 # --------------------------------------------------------------------------- route
+
+
+#: Change events routed together, and the longest the route waits to fill a batch (the hop's
+#: added latency when changes trickle in).
+ROUTE_BATCH = flowmessages.BATCH_MEMBERS
+ROUTE_BATCH_WAIT = 0.05
 
 
 @app.agent(change_topics, name="route", concurrency=1)
 async def route_changes(stream):
-    """Give each change event its flows and link keys; re-key it onto the flow topic."""
-    async for event in stream.events():
-        topic = event.message.topic
-        metrics.EVENTS_IN.labels(topic).inc()
-        try:
-            change = ChangeEvent.from_bytes(event.value)
-        except Exception as exc:  # unparseable or schema-invalid payload: dead letter, keep going
-            await _dead_letter(DeadLetter(
-                stage="flow", reason=f"unparseable change event on {topic} at offset {event.message.offset}: {exc}",
-                error_type="invalid_event", record_id=(event.key or b"").decode(errors="replace") or None,
-                payload=event.value.decode(errors="replace")[:10000] if event.value else None))
-            continue
-        rkey = route_key(change)
-        pairs, remembered = route(mapping, change, routes.get(rkey))
-        if remembered is not None:
-            routes[rkey] = remembered
-        for flow, link_key in pairs:
-            metrics.EVENTS_OUT.labels(FLOW_EVENTS).inc()
-            # the event as it came (valid: it was just parsed), not dumped again
-            await flow_events.send(key=link_key.encode(), value=_flow_message(
-                "change", flow.id, event=orjson.Fragment(event.value)))
+    """Give each change event its flows and link keys; re-key it onto the flow topic, the
+    events of many links in one message per partition. Faust acknowledges a batch's events
+    only after this loop's body sent it."""
+    async for events in stream.take_events(ROUTE_BATCH, within=ROUTE_BATCH_WAIT):
+        routed: list[tuple[str, dict]] = []
+        for event in events:
+            routed.extend(await _route(event))
+        await send_batched(routed)
+
+
+async def _route(event) -> list[tuple[str, dict]]:
+    """The flow messages of one change event (none for a dead letter); remembers its link keys."""
+    topic = event.message.topic
+    metrics.EVENTS_IN.labels(topic).inc()
+    try:
+        change = ChangeEvent.from_bytes(event.value)
+    except Exception as exc:  # unparseable or schema-invalid payload: dead letter, keep going
+        await _dead_letter(DeadLetter(
+            stage="flow", reason=f"unparseable change event on {topic} at offset {event.message.offset}: {exc}",
+            error_type="invalid_event", record_id=(event.key or b"").decode(errors="replace") or None,
+            payload=event.value.decode(errors="replace")[:10000] if event.value else None))
+        return []
+    rkey = route_key(change)
+    pairs, remembered = route(mapping, change, routes.get(rkey))
+    if remembered is not None:
+        kafka_compat.set_current_event(event)  # the routes changelog partition is this event's
+        routes[rkey] = remembered
+    # the event as it came (valid: it was just parsed), not dumped again
+    return [(link_key, {"kind": "change", "flow": flow.id, "event": orjson.Fragment(event.value)})
+            for flow, link_key in pairs]
 
 
 # --------------------------------------------------------------------------- link
@@ -192,51 +208,62 @@ async def link_agent(stream):
         key = event.key.decode()
         metrics.EVENTS_IN.labels(FLOW_EVENTS).inc()
         try:
-            message = orjson.loads(event.value)
-            flow = mapping.flow(message["flow"])
+            members = flowmessages.unpack(event.key, event.value)
         except Exception as exc:
             await _dead_letter(DeadLetter(stage="flow", link_key=key, reason=f"unreadable flow message: {exc}",
                                           error_type="invalid_event",
                                           payload=event.value.decode(errors="replace")[:10000]))
             continue
-        now = time.time()
-        state = get_link(key)
+        for link_key, member in members:
+            await _handle_flow_message(link_key, member)
+
+
+async def _handle_flow_message(key: str, message: dict) -> None:
+    """One message of one link: run the decision, store the link, send what it asks for."""
+    try:
+        flow = mapping.flow(message["flow"])
         kind = message["kind"]
-        try:
-            if kind == "change":
-                change = ChangeEvent.model_validate(message["event"])
-                outcome = engine.handle_change(state, flow, change, key, now=now, refs=REFS, policy=POLICY)
-            elif kind == "result":
-                result = WriteResult.model_validate(message["result"])
-                sent = (state or {}).get("inflight", {}).get(result.command_id)
-                outcome = engine.handle_result(state, flow, result, now=now, refs=REFS, policy=POLICY)
-                _observe_result(flow.id, sent, result, now)
-            elif kind == "redrive":
-                outcome = engine.redrive(state, flow, now=now, refs=REFS, policy=POLICY)
-            else:
-                outcome = engine.handle_tick(state, flow, now=now, refs=REFS, policy=POLICY)
-        except Exception as exc:  # a bug must not stop every other link: dead-letter and go on
-            log.exception("link %s: %s message failed", key, kind)
-            await _dead_letter(DeadLetter(stage="flow", flow=flow.id, link_key=key, error_type="internal_error",
-                                          reason=f"{kind} message could not be processed: {exc!r}",
-                                          payload=message))
-            continue
-        if kind in ("tick", "redrive") and state is None:
-            continue
-        put_link(key, outcome.link)
-        for source_id, target_id in outcome.refs:
-            if product_refs.put(source_id, target_id):  # one message per new reference
-                await refs_topic.send(key=f"c:{source_id}".encode(), value=target_id.encode())
-        metrics.record_actions(flow.id, outcome.actions)
-        for action in outcome.actions:
-            if action.startswith("warn:"):
-                log.warning("link %s: %s", key, action[5:])
-        for command in outcome.commands:
-            topic = command_topics[(command.system, command.entity)]
-            metrics.EVENTS_OUT.labels(topic.get_topic_name()).inc()
-            await topic.send(key=event.key, value=command.to_bytes())
-        for entry in outcome.deadletters:
-            await _dead_letter(entry)
+    except Exception as exc:
+        await _dead_letter(DeadLetter(stage="flow", link_key=key, reason=f"unreadable flow message: {exc!r}",
+                                      error_type="invalid_event", payload=message))
+        return
+    now = time.time()
+    state = get_link(key)
+    try:
+        if kind == "change":
+            change = ChangeEvent.model_validate(message["event"])
+            outcome = engine.handle_change(state, flow, change, key, now=now, refs=REFS, policy=POLICY)
+        elif kind == "result":
+            result = WriteResult.model_validate(message["result"])
+            sent = (state or {}).get("inflight", {}).get(result.command_id)
+            outcome = engine.handle_result(state, flow, result, now=now, refs=REFS, policy=POLICY)
+            _observe_result(flow.id, sent, result, now)
+        elif kind == "redrive":
+            outcome = engine.redrive(state, flow, now=now, refs=REFS, policy=POLICY)
+        else:
+            outcome = engine.handle_tick(state, flow, now=now, refs=REFS, policy=POLICY)
+    except Exception as exc:  # a bug must not stop every other link: dead-letter and go on
+        log.exception("link %s: %s message failed", key, kind)
+        await _dead_letter(DeadLetter(stage="flow", flow=flow.id, link_key=key, error_type="internal_error",
+                                      reason=f"{kind} message could not be processed: {exc!r}",
+                                      payload=message))
+        return
+    if kind in ("tick", "redrive") and state is None:
+        return
+    put_link(key, outcome.link)
+    for source_id, target_id in outcome.refs:
+        if product_refs.put(source_id, target_id):  # one message per new reference
+            await refs_topic.send(key=f"c:{source_id}".encode(), value=target_id.encode())
+    metrics.record_actions(flow.id, outcome.actions)
+    for action in outcome.actions:
+        if action.startswith("warn:"):
+            log.warning("link %s: %s", key, action[5:])
+    for command in outcome.commands:
+        topic = command_topics[(command.system, command.entity)]
+        metrics.EVENTS_OUT.labels(topic.get_topic_name()).inc()
+        await topic.send(key=key.encode(), value=command.to_bytes())
+    for entry in outcome.deadletters:
+        await _dead_letter(entry)
 
 
 def _observe_result(flow_id: str, sent: dict | None, result: WriteResult, now: float) -> None:
@@ -270,10 +297,9 @@ def _make_sink(system: str, entity: str):
             started = time.monotonic()
             results = await runtime.writers[system].apply(commands)
             metrics.API_LATENCY.labels(system, entity).observe(time.monotonic() - started)
-            for result in results:
-                metrics.EVENTS_OUT.labels(FLOW_EVENTS).inc()
-                await flow_events.send(key=result.link_key.encode(), value=_flow_message(
-                    "result", result.flow, result=result.model_dump(mode="json", by_alias=True)))
+            await send_batched([(result.link_key, {"kind": "result", "flow": result.flow,
+                                                   "result": result.model_dump(mode="json", by_alias=True)})
+                                for result in results])
 
     sink.__name__ = f"sink_{system}_{entity}"
     return app.agent(topic, name=f"sink-{system}-{entity}", concurrency=1)(sink)
@@ -306,9 +332,8 @@ async def wake_links() -> None:
             if product not in known:
                 known[product] = REFS.to_target(product) is not None
             return known[product]
-    for key in schedule.due(now, linked):
-        flow_id = key.split(":", 1)[0]
-        await flow_events.send(key=key.encode(), value=_flow_message("tick", flow_id))
+    await send_batched([(key, {"kind": "tick", "flow": key.split(":", 1)[0]})
+                        for key in schedule.due(now, linked)])
 
 
 def _make_poll_timer(system: str, entity: str):

@@ -41,6 +41,7 @@ import copy
 import itertools
 import logging
 import time
+import weakref
 
 from aiokafka.consumer import group_coordinator as gc
 from aiokafka.errors import KafkaTimeoutError, ProducerClosed
@@ -89,6 +90,16 @@ def set_fetch_max_wait(ms: int) -> None:
 
         cls._create_worker_consumer = _create_worker_consumer
     _fetch_max_wait_ms = ms
+
+
+def set_current_event(event) -> None:
+    """Make ``event`` the one Faust's tables write their changelog for (its partition), in the
+    calling task only. A ``take_events`` batch spans partitions, and Faust sets the current
+    event in its own draining task; ``Stream._set_current_event`` would also change the
+    stream's attribute that draining task reads, so only the context variable is set."""
+    from faust import streams as faust_streams
+
+    faust_streams._current_event.set(weakref.ref(event))
 
 
 def _create_builder(accumulator, tp):

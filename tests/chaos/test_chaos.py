@@ -15,6 +15,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from connectors.common.kafka import make_producer, read_all
+from streams import flowmessages
 from tests.e2e.harness import CLIENT_SECRET, CRM_TOKEN, bnxt_all, crm_all, in_sync, run, stamped, wait_for
 from tests.support import wait_until
 
@@ -84,7 +85,7 @@ def test_a_second_worker_joining_mid_load_loses_nothing(pipeline_factory):
 
     async def unrouted() -> list[str]:
         flow = await read_all(p.broker.bootstrap, "talkstream.flow.events", timeout=120)
-        flow_keys = {k for _p, _o, k, _v in flow if k}
+        flow_keys = {member.encode() for _p, _o, k, v in flow for member, _m in flowmessages.unpack(k, v)}
         products = await read_all(p.broker.bootstrap, "customcrm.product.changes", timeout=120)
         return [json.loads(v)["data"]["Sku"] for _p, _o, _k, v in products
                 if f"product-product:{json.loads(v)['data']['Sku']}".encode() not in flow_keys]

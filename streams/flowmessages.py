@@ -1,0 +1,58 @@
+"""The messages on ``talkstream.flow.events`` (pure): one link's, or a batch of many links'.
+
+A flow message is a JSON object keyed by its link key: ``{"kind": "change" |
+"result" | "tick" | "redrive", "flow": <flow id>, ...}``. The route agent's
+change events, the sinks' write results and the wake-up timer's ticks come many
+at a time, so they travel as one ``{"kind": "batch", "messages": [{"key": <link
+key>, "kind": ..., "flow": ..., ...}, ...]}`` per partition: a produce and a
+consume per batch instead of per link. Every member's link key is on the
+partition the batch is sent to (its key is the first member's), and members
+keep their order, so each link still sees its messages in order on its own
+partition. (``talkstream deadletters redrive`` sends single messages.)
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import orjson
+from aiokafka.partitioner import DefaultPartitioner
+
+#: Members per batch message: each member writes its link to the ``links`` changelog, and
+#: Faust holds the stream while its changelog buffer holds over 100 messages.
+BATCH_MEMBERS = 100
+
+_PARTITIONER = DefaultPartitioner()
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition the producer's default partitioner gives a link key."""
+    every = list(range(partitions))
+    return _PARTITIONER(key.encode(), every, every)
+
+
+def encode(kind: str, flow: str, **body) -> bytes:
+    """One link's message."""
+    return orjson.dumps({"kind": kind, "flow": flow, **body})
+
+
+def batches(messages: Iterable[tuple[str, dict]], partition: Callable[[str], int],
+            limit: int = BATCH_MEMBERS) -> list[tuple[bytes, bytes]]:
+    """(key, value) of the batch messages carrying ``(link key, message)`` pairs: one per
+    partition (more when a partition has over ``limit`` members), members in the given order."""
+    by_partition: dict[int, list[dict]] = {}
+    for key, message in messages:
+        by_partition.setdefault(partition(key), []).append({"key": key, **message})
+    out = []
+    for members in by_partition.values():
+        for i in range(0, len(members), limit):
+            chunk = members[i:i + limit]
+            out.append((chunk[0]["key"].encode(), orjson.dumps({"kind": "batch", "messages": chunk})))
+    return out
+
+
+def unpack(key: bytes, value: bytes) -> list[tuple[str, dict]]:
+    """The ``(link key, message)`` pairs of one flow-topic record (raises on an unreadable one)."""
+    message = orjson.loads(value)
+    if message["kind"] == "batch":
+        return [(member["key"], member) for member in message["messages"]]
+    return [(key.decode(), message)]
