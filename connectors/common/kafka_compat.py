@@ -21,9 +21,12 @@ the embedded broker needs, every second message to a partition therefore
 waited a broker round trip, and Faust's producer buffer (table changelogs)
 sends one message at a time, so one busy partition held up all the others
 ("producer buffer full"). ``apply()`` lets up to ``QUEUED_BATCHES_PER_PARTITION``
-full batches queue per partition (the accumulator already keeps a queue; the
-sender still takes them in order, one per partition per request); beyond that,
-``send()`` waits as before.
+full single-record batches queue per partition (the accumulator already keeps a
+queue; the sender still takes them in order, one per partition per request);
+beyond that, ``send()`` waits as before. Normal batches (16 KB, or one larger
+record such as a flow-topic batch message) queue at most
+``QUEUED_FULL_BATCHES`` deep: 256 of those per partition held tens of
+megabytes that the worker's memory then kept.
 
 With the single-record-batch protection on (the producer's batch limit is
 one record), the accumulator gives that limit only to the topics that need
@@ -34,6 +37,11 @@ messages/s with one record per batch, 38,900 with batches).
 
 Faust could lose records when partitions moved between live workers (on any
 broker): see "seek-safe consuming" below. ``apply()`` installs that fix too.
+
+Faust's tables write each change to the changelog partition of the event being
+processed, which its stream iteration sets one event at a time. The route agent
+reads change events in batches (``take_events``) that span partitions, so it
+names each event before the table write (``set_current_event()``).
 """
 from __future__ import annotations
 
@@ -55,8 +63,10 @@ log = logging.getLogger(__name__)
 
 _applied = False
 
-#: Full batches that may wait per partition before ``send()`` applies backpressure.
+#: Full single-record batches that may wait per partition before ``send()`` applies backpressure.
 QUEUED_BATCHES_PER_PARTITION = 256
+#: The same for normal (multi-record) batches.
+QUEUED_FULL_BATCHES = 4
 
 
 async def _maybe_leave_group(self) -> None:
@@ -114,6 +124,12 @@ def _create_builder(accumulator, tp):
     return accumulator.create_builder()
 
 
+def _queue_depth(accumulator, tp) -> int:
+    """How many full batches may wait for ``tp``: many single-record ones, few normal ones."""
+    single = accumulator._batch_size <= SINGLE_RECORD_BATCH_SIZE and one_record_per_batch(tp.topic)
+    return QUEUED_BATCHES_PER_PARTITION if single else QUEUED_FULL_BATCHES
+
+
 async def _add_message(self, tp, key, value, timeout, timestamp_ms=None, headers=[]):  # noqa: B006 - aiokafka's
     """``MessageAccumulator.add_message`` that queues a new batch instead of waiting for a full one to drain."""
     while True:
@@ -126,7 +142,7 @@ async def _add_message(self, tp, key, value, timeout, timestamp_ms=None, headers
         future = batch.append(key, value, timestamp_ms, headers=headers)
         if future is not None:
             return future
-        if not fresh and len(self._batches[tp]) < QUEUED_BATCHES_PER_PARTITION:
+        if not fresh and len(self._batches[tp]) < _queue_depth(self, tp):
             batch = self._append_batch(_create_builder(self, tp), tp)
             future = batch.append(key, value, timestamp_ms, headers=headers)
             if future is not None:

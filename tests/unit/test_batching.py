@@ -55,3 +55,28 @@ def test_protection_on_batches_stream_topics_only():
 def test_protection_off_leaves_the_configured_batch_size_everywhere():
     assert _records_in_first_batch(BATCH_SIZE, "talkstream-links-changelog") == \
         _records_in_first_batch(BATCH_SIZE, FLOW_EVENTS) > 10
+
+
+def _queued_before_send_waits(batch_size: int, topic: str, value: bytes) -> int:
+    """Full batches the patched ``add_message`` queues for one partition before ``send()`` has to wait."""
+    async def go() -> int:
+        accumulator = MessageAccumulator(None, batch_size, 0, 30)
+        tp = TopicPartition(topic, 0)
+        for _ in range(1000):
+            try:
+                await asyncio.wait_for(kafka_compat._add_message(accumulator, tp, b"k", value, 30), timeout=0.05)
+            except asyncio.TimeoutError:  # waiting for the sender (there is none): the queue is full
+                break
+        return len(accumulator._batches[tp])
+    return asyncio.run(go())
+
+
+def test_many_single_record_batches_queue_but_few_normal_ones():
+    """Single-record batches need a deep queue (one message each); a deep queue of normal batches
+    (16 KB, or one flow-topic batch message of ~50 KB each) only holds memory."""
+    assert _queued_before_send_waits(SINGLE_RECORD_BATCH_SIZE, "talkstream-links-changelog", b"v" * 100) == \
+        kafka_compat.QUEUED_BATCHES_PER_PARTITION
+    assert _queued_before_send_waits(SINGLE_RECORD_BATCH_SIZE, FLOW_EVENTS, b"v" * 50_000) == \
+        kafka_compat.QUEUED_FULL_BATCHES
+    assert _queued_before_send_waits(BATCH_SIZE, "talkstream-links-changelog", b"v" * 1000) == \
+        kafka_compat.QUEUED_FULL_BATCHES
