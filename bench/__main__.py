@@ -15,8 +15,12 @@ HTTP servers, and a real worker. Prints a table and writes
    topics; (b) the Businessnxt sandbox's raw write rate with the
    same batch size (100 rows per request).
 2. API efficiency during the load (requests per synced record, per system).
-3. memory: the worker's peak RSS, and its RSS growth per link over the second
-   half of the load (start-up allocations excluded).
+3. memory: the worker's peak RSS, its RSS growth per link over the second
+   half of the load (start-up allocations excluded; memory freed by buffered
+   messages is reused by later links, so this is a lower bound), and the link
+   state itself per link, walked by the worker (``/status?memory=1``: the
+   links and routes tables, per-link summaries and wake-ups, product
+   references).
 4. scale-out: the same load with a second worker joining the first.
 5. near-real-time edits: E edits/s for S seconds, alternating Customcrm and
    Business NXT (webhooks on, Customcrm polled every 0.5 s), each on a
@@ -222,6 +226,9 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
         crm1, bnxt1 = p.crm_stats(), p.bnxt_stats()
         text = metrics_text(p)
         rss, peak = peak_rss_mib(p.worker.process.pid)  # the first worker's
+        # the link state itself, walked by the worker (one worker: all the links)
+        state = (httpx.get(f"http://127.0.0.1:{p.web_port}/status", params={"memory": 1}, timeout=60)
+                 .json()["state_memory"] if workers == 1 else None)
         # every message on the broker, changelogs included (the broker is fresh: the seed is in the sandboxes)
         per_topic = {t: n for t, n in topic_message_counts(p.broker.bootstrap).items() if n}
         produced = sum(per_topic.values())
@@ -238,6 +245,7 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
             "messages_per_topic": per_topic,
             "requests_customcrm": requests(crm1) - requests(crm0),
             "requests_businessnxt": requests(bnxt1) - requests(bnxt0),
+            "mutations_businessnxt": bnxt1.get("mutations", 0) - bnxt0.get("mutations", 0),
             "responses_429": status_count(bnxt1, "429") - status_count(bnxt0, "429"),
             "deadletters": deadletters,
             "failed_writes": failed_writes,
@@ -250,6 +258,9 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
             "bytes_per_link": (max(0.0, (rss - halfway["rss"]) * 1024 * 1024 / (records - halfway["links"]))
                                if halfway and records > halfway["links"] else None),
             "bytes_per_link_from_start": max(0.0, (rss - rss_start) * 1024 * 1024 / records),
+            "state_bytes_per_link": state["bytes"] / max(1, state["links"]) if state else None,
+            "state_bytes_per_link_parts": ({name: size / max(1, state["links"])
+                                            for name, size in state["parts"].items()} if state else None),
         }
     finally:
         p.stop()
@@ -444,7 +455,7 @@ def main() -> None:
                       "requests_per_record_initial_customcrm": load["requests_customcrm"] / load["records"],
                       "requests_per_record_initial_businessnxt": load["requests_businessnxt"] / load["records"]}
         out["memory"] = {"peak_rss_mib": load["worker_peak_rss_mib"], "bytes_per_link": load["bytes_per_link"],
-                         "links": load["records"]}
+                         "state_bytes_per_link": load["state_bytes_per_link"], "links": load["records"]}
         if "ceilings" not in args.skip:
             console.print("ceiling (a): bare produce->consume, one record per batch ...")
             t_broker = ceiling_broker(load["records"])
@@ -486,6 +497,11 @@ def main() -> None:
         out["rate_limited"] = {"records_per_s": limited["records_per_s"],
                                "ceiling_records_per_s": ceiling,
                                "ceiling_fraction": limited["records_per_s"] / ceiling,
+                               # at 10 requests/s, records/s cannot pass 10 x records per request
+                               "requests_businessnxt": limited["requests_businessnxt"],
+                               "mutations_businessnxt": limited["mutations_businessnxt"],
+                               "records_per_s_at_this_request_mix": 600 / 60 * limited["records"]
+                               / max(1, limited["requests_businessnxt"]),
                                "responses_429": limited["responses_429"],
                                "unhandled_429": limited["deadletters"] + limited["failed_writes"],
                                "duplicates": limited["duplicates"]}

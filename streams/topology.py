@@ -21,6 +21,7 @@ Everything is derived from the mapping: a new flow or property needs no new agen
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 import orjson
@@ -425,9 +426,44 @@ def local_status() -> dict:
     }
 
 
+def state_memory() -> dict:
+    """What this worker's link state takes in memory: every object reachable from the links and
+    routes tables, the per-link summaries and wake-ups and the product references, counted
+    once each (``sys.getsizeof``, containers included). Interpreter and library memory,
+    buffers and the allocator's free space are not in it; compare the worker's RSS."""
+    seen: set[int] = set()
+
+    def size(obj) -> int:
+        if id(obj) in seen:
+            return 0
+        seen.add(id(obj))
+        total = sys.getsizeof(obj)
+        if isinstance(obj, dict):
+            total += sum(size(k) + size(v) for k, v in obj.items())
+        elif isinstance(obj, (list, tuple, set)):
+            total += sum(size(item) for item in obj)
+        elif hasattr(obj, "__slots__"):
+            total += sum(size(getattr(obj, name, None)) for name in obj.__slots__)
+        return total
+
+    parts = {
+        "links": size(links.data.data),
+        "routes": size(routes.data.data),
+        "summaries": size(summaries),
+        "wakeups": size(schedule.wakes) + size(schedule.parked) + size(schedule._heap) + size(schedule._sent),
+        "product_refs": size(product_refs.data),
+    }
+    return {"bytes": sum(parts.values()), "parts": parts, "links": len(summaries),
+            "table_entries": len(links.data.data)}
+
+
 @app.page("/status")
 async def status_view(web: View, request: Request) -> Response:
-    return web.json(local_status())
+    """This worker's status; ``?memory=1`` adds what its link state takes in memory (a walk over it)."""
+    status = local_status()
+    if request.query.get("memory"):
+        status["state_memory"] = state_memory()
+    return web.json(status)
 
 
 @app.page("/health")

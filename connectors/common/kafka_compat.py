@@ -38,6 +38,10 @@ messages/s with one record per batch, 38,900 with batches).
 Faust could lose records when partitions moved between live workers (on any
 broker): see "seek-safe consuming" below. ``apply()`` installs that fix too.
 
+Faust's producer buffer (table changelog messages) stops the streams, with a
+warning, once it holds over 100 messages; a flow-topic batch message writes up
+to 100 links, so ``apply()`` lets it hold ``PRODUCER_BUFFER_MESSAGES``.
+
 Faust's tables write each change to the changelog partition of the event being
 processed, which its stream iteration sets one event at a time. The route agent
 reads change events in batches (``take_events``) that span partitions, so it
@@ -67,6 +71,9 @@ _applied = False
 QUEUED_BATCHES_PER_PARTITION = 256
 #: The same for normal (multi-record) batches.
 QUEUED_FULL_BATCHES = 4
+#: Table changelog messages Faust's producer buffer holds before it stops the streams and
+#: logs "producer buffer full" (Faust: 100). One flow-topic batch writes up to 100 links.
+PRODUCER_BUFFER_MESSAGES = 1000
 
 
 async def _maybe_leave_group(self) -> None:
@@ -420,6 +427,9 @@ def apply() -> None:
     from faust.transport.consumer import Consumer
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
+    from faust.transport.producer import ProducerBuffer
+
+    ProducerBuffer.max_messages = PRODUCER_BUFFER_MESSAGES
     _patch_seek_to(Fetcher)
     _patch_fetch_records(AIOKafkaConsumerThread)
     _patch_getmany(Consumer, _worker_assignment, _position)

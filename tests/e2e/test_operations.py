@@ -140,3 +140,19 @@ def test_example_consumer_mirrors_all_orders(p, tmp_path):
         if stop_flag["loop"]:
             stop_flag["loop"].call_soon_threadsafe(stop_flag["stop"].set)
         thread.join(15)
+
+
+def test_status_reports_what_the_link_state_takes_in_memory(p):
+    """``/status?memory=1`` walks the link state (what ``make bench`` reports per link): it counts
+    at least the stored link documents, and every link."""
+    memory = httpx.get(f"http://127.0.0.1:{p.web_port}/status", params={"memory": 1}, timeout=30).json()[
+        "state_memory"]
+    changelog = run(read_all(p.broker.bootstrap, f"{p.app_id}-links-changelog", timeout=60))
+    latest = {key: value for _p, _o, key, value in changelog}
+    stored = [value for value in latest.values() if value]
+    assert memory["links"] == SEED * 2 + SEED // 10
+    assert memory["table_entries"] == len(stored)
+    assert sum(map(len, stored)) < memory["parts"]["links"] < 3 * sum(map(len, stored))
+    assert set(memory["parts"]) == {"links", "routes", "summaries", "wakeups", "product_refs"}
+    assert memory["bytes"] == sum(memory["parts"].values())
+    assert "state_memory" not in _status(p)  # the walk only when asked

@@ -80,3 +80,14 @@ def test_many_single_record_batches_queue_but_few_normal_ones():
         kafka_compat.QUEUED_FULL_BATCHES
     assert _queued_before_send_waits(BATCH_SIZE, "talkstream-links-changelog", b"v" * 1000) == \
         kafka_compat.QUEUED_FULL_BATCHES
+
+
+def test_the_changelog_writes_of_a_flow_batch_fit_faust_producer_buffer():
+    """A flow-topic batch writes up to BATCH_MEMBERS links in one event; Faust stops the streams
+    (and warns "producer buffer full") once its buffer holds more than ``max_messages``."""
+    from faust.transport.producer import ProducerBuffer
+
+    from streams.flowmessages import BATCH_MEMBERS
+
+    kafka_compat.apply()
+    assert ProducerBuffer.max_messages >= 5 * BATCH_MEMBERS
