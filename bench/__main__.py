@@ -7,7 +7,7 @@ HTTP servers, and a real worker. Prints a table and writes
 1. initial load: N products, N orders (1-5 lines, ~3 on average) and N/10
    users synced Customcrm -> Businessnxt on zero-latency sandboxes; records/s
    end to end, messages produced per record (every message on the broker,
-   changelogs included), and the ceilings measured in the same run: (a) a
+   changelogs included), the worker's CPU time per record, and the ceilings measured in the same run: (a) a
    bare aiokafka produce->consume loop moving as many messages as there are
    records, through a fresh embedded broker with one record per batch (the
    issue's definition), and (a') the same loop with aiokafka's normal batches,
@@ -107,6 +107,13 @@ def quantile(before: list[tuple[float, float]], after: list[tuple[float, float]]
     return lower
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mib(pid: int) -> tuple[float, float]:
     """(current RSS, peak RSS) of a process in MiB."""
     fields = {}
@@ -200,6 +207,7 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
         crm0, bnxt0 = p.crm_stats(), p.bnxt_stats()
         p.start_worker()
         rss_start, _ = peak_rss_mib(p.worker.process.pid)
+        cpu_start = cpu_seconds(p.worker.process.pid)  # the worker is ready: start-up excluded
         t0 = time.monotonic()
         p.more_web_ports = []
         for i in range(2, workers + 1):  # scale-out: more workers join the running one's group
@@ -223,6 +231,7 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
                 raise
             unlinked = records - linked_and_busy(p)[0]
         elapsed = time.monotonic() - t0
+        cpu = cpu_seconds(p.worker.process.pid) - cpu_start
         crm1, bnxt1 = p.crm_stats(), p.bnxt_stats()
         text = metrics_text(p)
         rss, peak = peak_rss_mib(p.worker.process.pid)  # the first worker's
@@ -242,6 +251,7 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
             "seconds": elapsed,
             "records_per_s": records / elapsed,
             "messages_per_record": produced / records,
+            "worker_cpu_ms_per_record": cpu * 1000 / records if workers == 1 else None,
             "messages_per_topic": per_topic,
             "requests_customcrm": requests(crm1) - requests(crm0),
             "requests_businessnxt": requests(bnxt1) - requests(bnxt0),
