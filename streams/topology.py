@@ -117,10 +117,14 @@ def put_link(key: str, link: dict) -> None:
     _index(key, link)
 
 
+_SUMMARIES: dict[tuple, tuple] = {}  # the few distinct summaries, shared by every link that has one
+
+
 def _index(key: str, link: dict) -> None:
     schedule.set(key, engine.wake_plan(link, POLICY))
     if link["ids"].get(engine.SOURCE):
-        summaries[key] = (link["flow"], link["status"], bool(link.get("park")), bool(link.get("blocked")))
+        summary = (link["flow"], link["status"], bool(link.get("park")), bool(link.get("blocked")))
+        summaries[key] = _SUMMARIES.setdefault(summary, summary)
 
 
 def _partition_of(key: str) -> int:
@@ -216,7 +220,8 @@ async def link_agent(stream):
                                           payload=event.value.decode(errors="replace")[:10000]))
             continue
         for link_key, member in members:
-            await _handle_flow_message(link_key, member)
+            # one string object per link key, shared by the links table, summaries and wake-ups
+            await _handle_flow_message(sys.intern(link_key), member)
 
 
 async def _handle_flow_message(key: str, message: dict) -> None:
@@ -430,7 +435,8 @@ def state_memory() -> dict:
     """What this worker's link state takes in memory: every object reachable from the links and
     routes tables, the per-link summaries and wake-ups and the product references, counted
     once each (``sys.getsizeof``, containers included). Interpreter and library memory,
-    buffers and the allocator's free space are not in it; compare the worker's RSS."""
+    buffers, the allocator's free space and the intern table's slot for each link key
+    (about 40 bytes) are not in it; compare the worker's RSS."""
     seen: set[int] = set()
 
     def size(obj) -> int:

@@ -61,3 +61,33 @@ def test_a_link_that_needs_no_tick_leaves_the_schedule():
     s.set("a", lost_result(0))
     s.set("a", None)
     assert len(s) == 0 and s.due(1000) == []
+
+
+def test_links_that_stopped_waiting_do_not_keep_heap_entries():
+    """After a load every link waited for its result once and is idle now: the heap does not keep
+    an entry per link until the ack timeout has passed (it took 419 bytes per link)."""
+    s = WakeSchedule(POLICY)
+    for i in range(5000):
+        s.set(f"l{i}", lost_result(0))  # a write in flight
+    s.set("o", parked(0))  # one order still waiting
+    for i in range(5000):
+        s.set(f"l{i}", None)  # its result came: idle
+    assert len(s._heap) <= 2 * len(s.wakes) + 1024
+    # the waiting order is still ticked on its heartbeat
+    assert s.due(POLICY.park_heartbeat) == ["o"]
+
+
+def test_a_compacted_heap_still_ticks_every_waiting_link_once():
+    s = WakeSchedule(POLICY, retick_after=600)
+    for i in range(10000):
+        s.set(f"l{i}", lost_result(i % 7))
+    assert sorted(s.due(31)) == sorted(f"l{i}" for i in range(10000) if i % 7 <= 1)  # ticked, not processed
+    for i in range(10000):
+        if i % 10:
+            s.set(f"l{i}", None)  # 9 in 10 got their results: the heap is rebuilt on the way
+    assert len(s._heap) < 10000
+    waiting = sorted(f"l{i}" for i in range(0, 10000, 10))
+    # those ticked at 31 and never processed are sent again after retick_after, the others when due
+    assert sorted(s.due(100)) == sorted(k for k in waiting if int(k[1:]) % 7 > 1)
+    assert sorted(s.due(31 + s.retick_after)) == sorted(k for k in waiting if int(k[1:]) % 7 <= 1)
+    assert s.due(650) == []
