@@ -8,7 +8,10 @@ key>, "kind": ..., "flow": ..., ...}, ...]}`` per partition: a produce and a
 consume per batch instead of per link. Every member's link key is on the
 partition the batch is sent to (its key is the first member's), and members
 keep their order, so each link still sees its messages in order on its own
-partition. (``talkstream deadletters redrive`` sends single messages.)
+partition. The link agent dead-letters a member whose link is on another
+partition (a foreign producer, or workers configured with different partition
+counts) instead of splitting that link's state. (``talkstream deadletters
+redrive`` sends single messages.)
 """
 from __future__ import annotations
 

@@ -219,7 +219,15 @@ async def link_agent(stream):
                                           error_type="invalid_event",
                                           payload=event.value.decode(errors="replace")[:10000]))
             continue
+        batched = len(members) != 1 or members[0][0] != key
         for link_key, member in members:
+            if batched and _partition_of(link_key) != event.message.partition:
+                # its link lives on another partition: processing it here would split its state
+                await _dead_letter(DeadLetter(
+                    stage="flow", link_key=link_key, error_type="invalid_event", payload=member,
+                    reason=f"batch member on partition {event.message.partition}, its link is on "
+                           f"{_partition_of(link_key)} (do all workers have the same TALKSTREAM_PARTITIONS?)"))
+                continue
             # one string object per link key, shared by the links table, summaries and wake-ups
             await _handle_flow_message(sys.intern(link_key), member)
 

@@ -171,6 +171,16 @@ def test_bad_input_table(pipeline_factory):
     wait_for(lambda: any(d["stage"] == "flow" and d.get("error_type") == "invalid_event"
                          and "customcrm.order.changes" in d["reason"] for d in deadletters(p)),
              timeout=60, message="malformed change event dead-lettered")
+    # a flow-topic batch (a foreign producer, or workers with different partition counts) naming
+    # a link of another partition: that member is dead-lettered, not processed on the wrong one
+    here = "order-order:ord_000001"
+    elsewhere = next(k for k in (f"order-order:ord_stray{i}" for i in range(100))
+                     if flowmessages.partition_of(k, 4) != flowmessages.partition_of(here, 4))
+    batch = json.dumps({"kind": "batch", "messages": [{"key": here, "kind": "tick", "flow": "order-order"},
+                                                      {"key": elsewhere, "kind": "tick", "flow": "order-order"}]})
+    run(_publish_raw(p, "talkstream.flow.events", here.encode(), batch.encode()))
+    wait_for(lambda: any(d["link_key"] == elsewhere and "batch member on partition" in d["reason"]
+                         for d in deadletters(p)), timeout=60, message="misplaced batch member dead-lettered")
     # malformed JSON from the Customcrm API and a broken GraphQL response for a while: retried, no loss
     httpx.post(p.crm_url + "/_sandbox/faults", json={"malformed_rate": 0.5}).raise_for_status()
     httpx.post(p.bnxt_base + "/_sandbox/faults", json={"malformed_rate": 0.3}).raise_for_status()
