@@ -36,3 +36,53 @@ def test_reverse_records_of_earlier_versions_are_still_read():
     refs = _refs()
     refs._set("b:SKU-3", "prd_3")
     assert refs.get("b:SKU-3") == "prd_3"
+
+
+# ------------------------------------------------------------- holes in the followed partitions
+from collections import namedtuple  # noqa: E402
+
+from aiokafka import TopicPartition  # noqa: E402
+
+from streams.refs import HOLE_WAIT  # noqa: E402
+
+Record = namedtuple("Record", "offset key value")
+TP = TopicPartition("talkstream.product-refs", 0)
+
+
+def _ref(offset: int, product: str, sku: str) -> Record:
+    return Record(offset, f"c:{product}".encode(), sku.encode())
+
+
+def test_a_record_shown_after_a_later_one_is_read_again_not_skipped():
+    """Tansu can show record N+1 before record N when two workers write at once: the follower
+    must not move past N (an order needing that reference would park until its bound)."""
+    refs = _refs()
+    refs._live_from = {TP: 0}
+    assert refs.take(TP, [_ref(0, "p0", "S0"), _ref(1, "p1", "S1"), _ref(3, "p3", "S3")], now=0) == 2
+    assert refs.get("c:p1") == "S1" and refs.get("c:p3") is None  # nothing past the hole yet
+    assert refs.take(TP, [_ref(2, "p2", "S2"), _ref(3, "p3", "S3")], now=0.1) is None
+    assert [refs.get(f"c:p{i}") for i in range(4)] == ["S0", "S1", "S2", "S3"]
+
+
+def test_a_hole_that_stays_is_accepted_after_a_while():
+    refs = _refs()
+    refs._live_from = {TP: 0}
+    assert refs.take(TP, [_ref(0, "p0", "S0"), _ref(2, "p2", "S2")], now=10) == 1
+    assert refs.take(TP, [_ref(2, "p2", "S2")], now=10 + HOLE_WAIT / 2) == 1
+    assert refs.take(TP, [_ref(2, "p2", "S2")], now=10 + HOLE_WAIT) is None
+    assert refs.get("c:p2") == "S2"
+
+
+def test_holes_from_before_the_start_are_compaction_and_accepted():
+    refs = _refs()
+    refs._live_from = {TP: 100}
+    assert refs.take(TP, [_ref(5, "p5", "S5"), _ref(40, "p40", "S40"), _ref(99, "p99", "S99")], now=0) is None
+    assert refs.get("c:p40") == "S40" and refs.get("c:p99") == "S99"
+
+
+def test_records_read_again_do_not_undo_a_later_one():
+    refs = _refs()
+    refs._live_from = {TP: 0}
+    assert refs.take(TP, [_ref(0, "p", "OLD"), _ref(1, "p", "NEW")], now=0) is None
+    assert refs.take(TP, [_ref(0, "p", "OLD"), _ref(1, "p", "NEW"), _ref(2, "q", "Q")], now=1) is None
+    assert refs.get("c:p") == "NEW" and refs.get("c:q") == "Q"
