@@ -25,8 +25,9 @@ full single-record batches queue per partition (the accumulator already keeps a
 queue; the sender still takes them in order, one per partition per request);
 beyond that, ``send()`` waits as before. Normal batches (16 KB, or one larger
 record such as a flow-topic batch message) queue at most
-``QUEUED_FULL_BATCHES`` deep: 256 of those per partition held tens of
-megabytes that the worker's memory then kept.
+``QUEUED_FULL_BATCHES`` deep: 256 of those per partition could hold tens of
+megabytes (a flow-topic batch message is ~50 KB), and a few already keep the
+sender busy.
 
 With the single-record-batch protection on (the producer's batch limit is
 one record), the accumulator gives that limit only to the topics that need
