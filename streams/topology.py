@@ -197,7 +197,8 @@ async def _route(event) -> list[tuple[str, dict]]:
     pairs, remembered = route(mapping, change, routes.get(rkey))
     if remembered is not None:
         kafka_compat.set_current_event(event)  # the routes changelog partition is this event's
-        routes[rkey] = remembered
+        # the link keys as the links table holds them (interned there): one string, not two
+        routes[rkey] = {flow_id: sys.intern(key) for flow_id, key in remembered.items()}
     # the event as it came (valid: it was just parsed), not dumped again
     return [(link_key, {"kind": "change", "flow": flow.id, "event": orjson.Fragment(event.value)})
             for flow, link_key in pairs]
