@@ -86,13 +86,18 @@ class SharedRefs(Service):
         return True
 
     async def on_start(self) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                          group_id=None, auto_offset_reset="earliest", fetch_max_wait_ms=50)
-        await self._consumer.start()
-        tps = await partitions(self._consumer, self.topic)
-        self._consumer.assign(tps)
-        self._live_from = dict(await self._consumer.end_offsets(tps))
-        await self._consumer.seek_to_beginning(*tps)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                    group_id=None, auto_offset_reset="earliest", fetch_max_wait_ms=50)
+        await consumer.start()
+        try:
+            tps = await partitions(consumer, self.topic)
+            consumer.assign(tps)
+            self._live_from = dict(await consumer.end_offsets(tps))
+            await consumer.seek_to_beginning(*tps)
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer = consumer  # followed only now: where the live part starts is known
 
     async def on_stop(self) -> None:
         if self._consumer is not None:
