@@ -36,6 +36,7 @@ async def measure(bootstrap: str, records: int, producers: int) -> dict:
     consumer.assign([tp])
     await consumer.seek_to_beginning(tp)
     followed: list[int] = []
+    written = asyncio.Event()
 
     async def produce(client) -> None:
         for i in range(records):
@@ -44,15 +45,19 @@ async def measure(bootstrap: str, records: int, producers: int) -> dict:
                 await asyncio.sleep(0)
         await client.flush()
 
+    async def write_all() -> None:
+        await asyncio.gather(*(produce(c) for c in clients))
+        written.set()
+
     async def follow() -> None:
         deadline = time.monotonic() + 300
-        while len(followed) < records * producers and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200, max_records=5000)
             followed.extend(r.offset for recs in batch.values() for r in recs)
-            if followed and not batch and len(set(followed)) >= records * producers - 10:
-                break  # the follower skipped a few: it will never see them
+            if written.is_set() and not batch:
+                break  # everything is written and nothing more comes: what it skipped, it never sees
     try:
-        await asyncio.gather(*(produce(c) for c in clients), follow())
+        await asyncio.gather(write_all(), follow())
         await consumer.seek_to_beginning(tp)
         stored: list[int] = []
         while batch := await consumer.getmany(timeout_ms=1000, max_records=5000):

@@ -69,10 +69,11 @@ def explain(p: Pipeline) -> None:
     products, orders, users = (run(crm_all(p, r)) for r in ("products", "orders", "users"))
     b_products, b_orders = run(bnxt_all(p, "product")), run(bnxt_all(p, "order"))
     product_nos = {row["productNo"] for row in b_products}
+    from_orders, from_users = stamped(b_orders, "customcrm:order:"), stamped(b_orders, "customcrm:user:")
     missing = {
         "product-product": [x["Sku"] for x in products if x["Sku"] not in product_nos],
-        "order-order": [x["Id"] for x in orders if x["Id"] not in stamped(b_orders, "customcrm:order:")],
-        "user-order": [x["Id"] for x in users if x["Id"] not in stamped(b_orders, "customcrm:user:")],
+        "order-order": [x["Id"] for x in orders if x["Id"] not in from_orders],
+        "user-order": [x["Id"] for x in users if x["Id"] not in from_users],
     }
     for flow, ids in missing.items():
         print(f"missing {flow}: {len(ids)} {ids[:10]}")

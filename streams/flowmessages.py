@@ -16,6 +16,7 @@ redrive`` sends single messages.)
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
@@ -27,9 +28,14 @@ BATCH_MEMBERS = 100
 _PARTITIONER = DefaultPartitioner()
 
 
+@lru_cache(maxsize=8)
+def _every(partitions: int) -> list[int]:
+    return list(range(partitions))
+
+
 def partition_of(key: str, partitions: int) -> int:
     """The partition the producer's default partitioner gives a link key."""
-    every = list(range(partitions))
+    every = _every(partitions)
     return _PARTITIONER(key.encode(), every, every)
 
 

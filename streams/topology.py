@@ -465,7 +465,7 @@ def state_memory() -> dict:
         "links": size(links.data.data),
         "routes": size(routes.data.data),
         "summaries": size(summaries),
-        "wakeups": size(schedule.wakes) + size(schedule.parked) + size(schedule._heap) + size(schedule._sent),
+        "wakeups": sum(size(part) for part in schedule.held()),
         "product_refs": size(product_refs.data),
     }
     return {"bytes": sum(parts.values()), "parts": parts, "links": len(summaries),

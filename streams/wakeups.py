@@ -43,6 +43,10 @@ class WakeSchedule:
     def __len__(self) -> int:
         return len(self.wakes)
 
+    def held(self) -> tuple:
+        """Everything the schedule keeps in memory (for the worker's state-size walk)."""
+        return self.wakes, self.parked, self._heap, self._sent
+
     def clear(self) -> None:
         self.wakes.clear()
         self.parked.clear()

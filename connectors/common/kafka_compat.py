@@ -120,9 +120,14 @@ def set_current_event(event) -> None:
     faust_streams._current_event.set(weakref.ref(event))
 
 
+def _single_record_batches(accumulator, tp) -> bool:
+    """Does ``tp`` get one record per batch: the protection is on and the topic needs exact end offsets."""
+    return accumulator._batch_size <= SINGLE_RECORD_BATCH_SIZE and one_record_per_batch(tp.topic)
+
+
 def _create_builder(accumulator, tp):
     """A batch builder for ``tp``: one record per batch only where exact end offsets are needed."""
-    if accumulator._batch_size <= SINGLE_RECORD_BATCH_SIZE and not one_record_per_batch(tp.topic):
+    if accumulator._batch_size <= SINGLE_RECORD_BATCH_SIZE and not _single_record_batches(accumulator, tp):
         configured = accumulator._batch_size
         accumulator._batch_size = BATCH_SIZE
         try:
@@ -134,8 +139,7 @@ def _create_builder(accumulator, tp):
 
 def _queue_depth(accumulator, tp) -> int:
     """How many full batches may wait for ``tp``: many single-record ones, few normal ones."""
-    single = accumulator._batch_size <= SINGLE_RECORD_BATCH_SIZE and one_record_per_batch(tp.topic)
-    return QUEUED_BATCHES_PER_PARTITION if single else QUEUED_FULL_BATCHES
+    return QUEUED_BATCHES_PER_PARTITION if _single_record_batches(accumulator, tp) else QUEUED_FULL_BATCHES
 
 
 async def _add_message(self, tp, key, value, timeout, timestamp_ms=None, headers=[]):  # noqa: B006 - aiokafka's
@@ -427,7 +431,6 @@ def apply() -> None:
     from faust.tables.recovery import Recovery
     from faust.transport.consumer import Consumer
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
     from faust.transport.producer import ProducerBuffer
 
     ProducerBuffer.max_messages = PRODUCER_BUFFER_MESSAGES
