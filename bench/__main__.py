@@ -208,6 +208,10 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
         p.start_worker()
         rss_start, _ = peak_rss_mib(p.worker.process.pid)
         cpu_start = cpu_seconds(p.worker.process.pid)  # the worker is ready: start-up excluded
+        # where the machine's CPU goes: every process of the run, the bench driver included
+        pids = {"worker": p.worker.process.pid, "broker": p.broker.process.pid, "bench": os.getpid(),
+                **{proc.name: proc.process.pid for proc in p.procs if proc.name in ("customcrm", "businessnxt")}}
+        cpu_all_start = {name: cpu_seconds(pid) for name, pid in pids.items()}
         t0 = time.monotonic()
         p.more_web_ports = []
         for i in range(2, workers + 1):  # scale-out: more workers join the running one's group
@@ -232,6 +236,7 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
             unlinked = records - linked_and_busy(p)[0]
         elapsed = time.monotonic() - t0
         cpu = cpu_seconds(p.worker.process.pid) - cpu_start
+        cpu_all = {name: cpu_seconds(pid) - cpu_all_start[name] for name, pid in pids.items()}
         crm1, bnxt1 = p.crm_stats(), p.bnxt_stats()
         text = metrics_text(p)
         rss, peak = peak_rss_mib(p.worker.process.pid)  # the first worker's
@@ -252,6 +257,9 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
             "records_per_s": records / elapsed,
             "messages_per_record": produced / records,
             "worker_cpu_ms_per_record": cpu * 1000 / records if workers == 1 else None,
+            # CPU per record of each process (the first worker's only, with more workers)
+            "cpu_ms_per_record_by_process": {name: s * 1000 / records for name, s in cpu_all.items()},
+            "machine_busy_fraction": sum(cpu_all.values()) / elapsed / (os.cpu_count() or 1),
             "messages_per_topic": per_topic,
             "requests_customcrm": requests(crm1) - requests(crm0),
             "requests_businessnxt": requests(bnxt1) - requests(bnxt0),

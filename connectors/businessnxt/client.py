@@ -3,7 +3,9 @@ cache (refreshed before expiry and once on a 401), typed errors, retries with
 backoff + jitter (stamina) for retryable failures only, a request-rate limiter
 (aiolimiter) under the 600/min server limit, a concurrency cap under the
 60-in-flight company limit, and row helpers (batched create / update, reads
-by key or filter with paging).
+by key or filter with paging). Every operation goes through one
+``requestline.RequestLine``: operations that wait for the limiter or a
+connection slot leave together, as one HTTP batch.
 
 Mutations are retried only when the server certainly did not run them (429,
 OUTSTANDING_LIMIT_EXCEEDED, connection refused); a mutation whose outcome is
@@ -32,6 +34,7 @@ from connectors.common.errors import (
     TimeoutError_,
     ValidationError,
 )
+from connectors.businessnxt.requestline import RequestLine
 from connectors.common.ratelimit import window_limiter
 
 log = logging.getLogger(__name__)
@@ -107,8 +110,8 @@ class BusinessnxtClient:
         self._http = http or httpx.AsyncClient(timeout=timeout,
                                                limits=httpx.Limits(max_connections=max_concurrency + 4))
         self._own_http = http is None
-        self._sem = asyncio.Semaphore(max_concurrency)
         self._limiter = window_limiter(rate_limit_per_min, 60) if rate_limit_per_min else None
+        self._line = RequestLine(self._post_once, slots=max_concurrency, limiter=self._limiter)
         self._token: str | None = None
         self._token_expiry = 0.0
         self._token_lock = asyncio.Lock()
@@ -123,7 +126,13 @@ class BusinessnxtClient:
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
 
+    @property
+    def http_requests(self) -> int:
+        """GraphQL HTTP requests sent (a batch counts once)."""
+        return self._line.requests
+
     async def aclose(self) -> None:
+        await self._line.aclose()
         if self._own_http:
             await self._http.aclose()
 
@@ -162,22 +171,22 @@ class BusinessnxtClient:
 
     # ---- transport -------------------------------------------------------------
     async def _post_once(self, payload: Any) -> Any:
+        """One HTTP request; the request line holds its rate-limit token and connection slot."""
         token = await self._get_token()
         for attempt in (1, 2):
-            if self._limiter is not None:
-                await self._limiter.acquire()
-            async with self._sem:
-                try:
-                    r = await self._http.post(self.url, content=orjson.dumps(payload), headers={
-                        "authorization": f"Bearer {token}", "content-type": "application/json"})
-                except httpx.ConnectError:
-                    raise ConnectionFailedError("cannot connect to Business NXT") from None
-                except (httpx.ConnectTimeout, httpx.PoolTimeout):
-                    raise ConnectionFailedError("connect timeout to Business NXT (not sent)") from None
-                except httpx.TimeoutException:
-                    raise TimeoutError_(f"no answer within {self.timeout} s (outcome unknown)") from None
-                except httpx.HTTPError as exc:
-                    raise TimeoutError_(f"connection broken: {type(exc).__name__} (outcome unknown)") from None
+            if attempt == 2 and self._limiter is not None:
+                await self._limiter.acquire()  # the retry after a refreshed token is another request
+            try:
+                r = await self._http.post(self.url, content=orjson.dumps(payload), headers={
+                    "authorization": f"Bearer {token}", "content-type": "application/json"})
+            except httpx.ConnectError:
+                raise ConnectionFailedError("cannot connect to Business NXT") from None
+            except (httpx.ConnectTimeout, httpx.PoolTimeout):
+                raise ConnectionFailedError("connect timeout to Business NXT (not sent)") from None
+            except httpx.TimeoutException:
+                raise TimeoutError_(f"no answer within {self.timeout} s (outcome unknown)") from None
+            except httpx.HTTPError as exc:
+                raise TimeoutError_(f"connection broken: {type(exc).__name__} (outcome unknown)") from None
             if r.status_code == 401:
                 if attempt == 1:
                     token = await self._get_token(force=True, stale=token)
@@ -248,7 +257,7 @@ class BusinessnxtClient:
         safe = not query.lstrip().startswith("mutation") if retry is None else retry
 
         async def once():
-            return self._check(await self._post_once(payload))
+            return self._check(await self._line.submit(payload))
 
         if retry is False:
             return await once()
@@ -262,14 +271,16 @@ class BusinessnxtClient:
         safe = all(not q.lstrip().startswith("mutation") for q, _ in requests)
 
         async def once():
-            body = await self._post_once(payload)
-            if not isinstance(body, list):
-                self._check(body)  # raises the batch-level error
-                raise MalformedResponseError("batch answer is not a list")
+            # each operation waits in the line: they usually leave in one request, but may not
+            answers = await asyncio.gather(*(self._line.submit(item) for item in payload),
+                                           return_exceptions=True)
+            for answer in answers:
+                if isinstance(answer, BaseException):
+                    raise answer  # the request failed: the whole batch is retried or fails
             out: list[dict | ApiError] = []
-            for item in body:
+            for answer in answers:
                 try:
-                    out.append(self._check(item))
+                    out.append(self._check(answer))
                 except ApiError as exc:
                     out.append(exc)
             return out

@@ -62,14 +62,20 @@ async def test_retries_429_and_outstanding_for_queries_and_mutations(sandbox_fac
             await c.query(COUNT, {"cid": 1})
         assert sb.stats()["requests"]["POST /api/graphql-service"]["429"] == 3  # 3 attempts
 
+    # the in-flight limit: concurrent requests of three clients (one client's concurrent
+    # operations would leave together, as one request)
     sb = sandbox_factory(seed=2, max_in_flight=1)
     httpx.post(sb.base + "/_sandbox/config", json={"work_delay_ms": 150}).raise_for_status()
-    async with closing(sb.client(max_attempts=10, backoff_initial=0.05, backoff_max=0.3)) as c:
-        made = await asyncio.gather(*(c.create("product", [{"productNo": f"X{i}"}]) for i in range(3)))
-        assert sorted(r[0]["productNo"] for r in made) == ["X0", "X1", "X2"]
-    async with closing(sb.client(max_attempts=1)) as c:
-        res = await asyncio.gather(*(c.query(COUNT, {"cid": 1}) for _ in range(3)), return_exceptions=True)
-        assert any(isinstance(r, OutstandingLimitError) for r in res)
+    clients = [sb.client(max_attempts=10, backoff_initial=0.05, backoff_max=0.3) for _ in range(3)]
+    made = await asyncio.gather(*(c.create("product", [{"productNo": f"X{i}"}]) for i, c in enumerate(clients)))
+    assert sorted(r[0]["productNo"] for r in made) == ["X0", "X1", "X2"]
+    for c in clients:
+        await c.aclose()
+    clients = [sb.client(max_attempts=1) for _ in range(3)]
+    res = await asyncio.gather(*(c.query(COUNT, {"cid": 1}) for c in clients), return_exceptions=True)
+    assert any(isinstance(r, OutstandingLimitError) for r in res)
+    for c in clients:
+        await c.aclose()
 
 
 async def test_mutation_with_unknown_outcome_is_not_retried(sandbox):
@@ -118,3 +124,36 @@ async def test_batch_requests(sandbox):
         assert res[2]["useCompany"]["order"]["items"] == [{"orderNo": 3}]
         with pytest.raises(ValueError):
             await c.batch([(ok, {"cid": 1, "n": 1})] * 33)
+
+
+async def test_operations_that_wait_together_leave_as_one_request_with_their_own_answers(sandbox_factory):
+    sb = sandbox_factory(seed=5)
+    httpx.post(sb.base + "/_sandbox/config", json={"work_delay_ms": 100}).raise_for_status()
+    one = "query($cid: Int!, $n: Int) { useCompany(no: $cid) { order(filter: {orderNo: {_eq: $n}}) { items { orderNo } } } }"
+    async with closing(sb.client(max_concurrency=1)) as c:
+        before = sb.stats()["requests"].get("POST /api/graphql-service", {}).get("200", 0)
+        first = asyncio.create_task(c.query(one, {"cid": 1, "n": 1}))
+        while c.http_requests == 0:  # the first request holds the only connection slot
+            await asyncio.sleep(0.001)
+        rest = [asyncio.create_task(c.query(one, {"cid": 1, "n": n})) for n in (2, 3, 4)]
+        bad = asyncio.create_task(c.query(one, {"cid": 7, "n": 1}))  # an unknown company: its own error
+        answers = await asyncio.gather(first, *rest)
+        assert [a["useCompany"]["order"]["items"] for a in answers] == [[{"orderNo": n}] for n in (1, 2, 3, 4)]
+        with pytest.raises(GraphQLRequestError, match="Company 7"):
+            await bad
+        assert c.http_requests == 2
+        assert sb.stats()["requests"]["POST /api/graphql-service"]["200"] - before == 2
+
+
+async def test_a_failed_shared_request_is_retried_for_its_query_but_not_for_its_mutation(sandbox):
+    async with closing(sandbox.client(max_attempts=3)) as c:
+        await c.query(COUNT, {"cid": 1})  # holds a token: the faults below hit the token endpoint too
+        sandbox.faults(error_rate=1.0, status=500)
+        created, counted = await asyncio.gather(c.create("product", [{"productNo": "SHARED-1"}]),
+                                                c.query(COUNT, {"cid": 1}), return_exceptions=True)
+        assert isinstance(created, ServerError) and isinstance(counted, ServerError)
+        # one request carried both; only the query was sent again (twice)
+        assert sandbox.stats()["requests"]["POST /api/graphql-service"]["500"] == 3
+    sandbox.clear_faults()
+    async with closing(sandbox.client()) as c:
+        assert await c.read_by_keys("product", ["SHARED-1"]) == {}  # the 500 came instead of running it
