@@ -97,8 +97,8 @@ class Runtime(Service):
             rate_limit_per_min=s.businessnxt_rate_limit,
         )
         self.writers = {
-            "customcrm": CustomcrmWriter(self.customcrm),
-            "businessnxt": BusinessnxtWriter(self.businessnxt, timezone=s.timezone),
+            "customcrm": CustomcrmWriter(self.customcrm, chunk_size=s.sink_batch_size),
+            "businessnxt": BusinessnxtWriter(self.businessnxt, timezone=s.timezone, chunk_size=s.sink_batch_size),
         }
         for system, entity in self.entities:
             if system == "customcrm":

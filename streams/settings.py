@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     internal_customer_no: int = Field(default=10000, description="customerNo of user-order orders.")
     mapping_file: str | None = Field(default=None, description="Path of the dataflow mapping (default: the packaged one).")
     poll_page_size: int = Field(default=500, ge=1, le=1000, description="Records per page when polling.")
-    sink_batch_size: int = Field(default=100, ge=1, le=100, description="Commands per write request.")
+    sink_batch_size: int = Field(default=100, ge=1, le=100, description="Records per write (one create / update "
+                                 "call); a sink hands its writer up to 4 such writes at once.")
     sink_batch_wait: float = Field(default=0.2, ge=0, description="Seconds a sink waits to fill a batch.")
     park_timeout: float = Field(default=300.0, gt=0, description="Seconds (of worker uptime) an order waits "
                                 "for its products to be linked before it is dead-lettered.")

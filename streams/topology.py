@@ -291,11 +291,19 @@ def _observe_result(flow_id: str, sent: dict | None, result: WriteResult, now: f
 # --------------------------------------------------------------------------- sinks
 
 
+#: Writes (of ``TALKSTREAM_SINK_BATCH_SIZE`` records) a sink hands its writer at once. The
+#: writer runs their creates side by side, and Business NXT's request line carries calls that
+#: wait together in one HTTP request: under its 600 requests/minute, four writes' look-ups
+#: and creates cost about what one write's did.
+SINK_WRITES_TOGETHER = 4
+
+
 def _make_sink(system: str, entity: str):
     topic = command_topics[(system, entity)]
 
     async def sink(stream):
-        async for values in stream.take(settings.sink_batch_size, within=settings.sink_batch_wait):
+        async for values in stream.take(settings.sink_batch_size * SINK_WRITES_TOGETHER,
+                                        within=settings.sink_batch_wait):
             commands: list[WriteCommand] = []
             for raw in values:
                 try:
