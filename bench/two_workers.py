@@ -26,6 +26,7 @@ from pathlib import Path
 
 from bench.__main__ import fast_env
 from connectors.common.kafka import read_all
+from schemas.command import command_members
 from streams import flowmessages
 from tests.e2e.harness import Pipeline, bnxt_all, crm_all, run, stamped
 
@@ -90,13 +91,13 @@ async def _trace(p: Pipeline, keys: list[str], order_products: dict[str, list[st
                                      "talkstream.businessnxt.order.commands")
                 for record in await read_all(bootstrap, topic, timeout=120)]
     for key in keys:
-        raw_key, table_key = key.encode(), json.dumps(key).encode()  # the table's keys are JSON
+        table_key = json.dumps(key).encode()  # the table's keys are JSON
         print(f"== {key}")
         for partition, offset, k, value in flow:
             for member_key, message in flowmessages.unpack(k, value):  # a batch: ticks or results of many links
                 if member_key == key:
                     print(f"  flow event [{partition}] @{offset}: {message['kind']}")
-        print(f"  commands: {sum(1 for _p, _o, k, _v in commands if k == raw_key)}")
+        print(f"  commands: {sum(1 for _p, _o, _k, v in commands for c in command_members(v) if c.get('link_key') == key)}")
         states = [value for _p, _o, k, value in links if k == table_key]
         print(f"  link writes: {len(states)}; last: {states[-1][:1500] if states else None}")
     refs = {k.decode() for _p, _o, k, _v in await read_all(bootstrap, "talkstream.product-refs", timeout=120) if k}

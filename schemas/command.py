@@ -4,9 +4,18 @@ Flow agents publish ``WriteCommand`` to ``talkstream.<system>.<entity>.commands`
 sink agents apply them through the connector's writer and publish one
 ``WriteResult`` per command to ``talkstream.acks``, keyed by the link key, so
 the agent that owns the link records the outcome.
+
+The link agent sends the commands of many links of one partition as one
+message, ``{"schema": "talkstream.command-batch/v1", "commands": [<command>,
+...]}`` (``encode_command_batch``), keyed by its first command's link key: a
+produce and a consume per batch instead of per command. Every member's link
+key is on that partition and members keep their order, so one link's commands
+stay in order. A message holding one bare command is read as well
+(``command_members``).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -16,6 +25,7 @@ from schemas import codec
 from schemas.change import utcnow
 
 COMMAND_SCHEMA = "talkstream.command/v1"
+COMMAND_BATCH_SCHEMA = "talkstream.command-batch/v1"
 RESULT_SCHEMA = "talkstream.result/v1"
 
 
@@ -103,3 +113,21 @@ class WriteResult(BaseModel):
     @classmethod
     def from_bytes(cls, raw: bytes | str) -> "WriteResult":
         return cls.model_validate(codec.loads(raw))
+
+
+def encode_command_batch(commands: Sequence[WriteCommand]) -> bytes:
+    """Several commands (of one partition) as one command-topic message."""
+    return codec.dumps({"schema": COMMAND_BATCH_SCHEMA,
+                        "commands": [c.model_dump(mode="json", by_alias=True) for c in commands]})
+
+
+def command_members(raw: bytes | str) -> list[Any]:
+    """The commands one command-topic message carries, as plain data, not yet validated: a
+    batch's members, or the one bare command (raises on a message that is not JSON)."""
+    value = codec.loads(raw)
+    if isinstance(value, dict) and value.get("schema") == COMMAND_BATCH_SCHEMA:
+        members = value.get("commands")
+        if not isinstance(members, list):
+            raise ValueError("command batch without a list of commands")
+        return members
+    return [value]

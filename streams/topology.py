@@ -30,7 +30,7 @@ from faust.web import Request, Response, View
 from connectors.common import kafka_compat
 from connectors.common.kafka import bootstrap_servers
 from schemas.change import ChangeEvent
-from schemas.command import WriteCommand, WriteResult, command_topic
+from schemas.command import WriteCommand, WriteResult, command_members, command_topic, encode_command_batch
 from schemas.deadletter import DEADLETTER_TOPIC, DeadLetter
 from streams import engine, flowmessages, metrics
 from streams.app import app
@@ -221,6 +221,7 @@ async def link_agent(stream):
                                           payload=event.value.decode(errors="replace")[:10000]))
             continue
         batched = len(members) != 1 or members[0][0] != key
+        commands: list[WriteCommand] = []
         for link_key, member in members:
             if batched and _partition_of(link_key) != event.message.partition:
                 # its link lives on another partition: processing it here would split its state
@@ -230,11 +231,29 @@ async def link_agent(stream):
                            f"{_partition_of(link_key)} (do all workers have the same TALKSTREAM_PARTITIONS?)"))
                 continue
             # one string object per link key, shared by the links table, summaries and wake-ups
-            await _handle_flow_message(sys.intern(link_key), member)
+            await _handle_flow_message(sys.intern(link_key), member, commands)
+        await _send_commands(commands)
 
 
-async def _handle_flow_message(key: str, message: dict) -> None:
-    """One message of one link: run the decision, store the link, send what it asks for."""
+async def _send_commands(commands: list[WriteCommand]) -> None:
+    """The commands of one flow message, after its links were stored: one message per command
+    topic and partition (``schemas.command``), members in order. (A flow message's links are
+    all on one partition, and the command topics have as many.)"""
+    groups: dict[tuple[tuple[str, str], int], list[WriteCommand]] = {}
+    for command in commands:
+        groups.setdefault(((command.system, command.entity), _partition_of(command.link_key)), []).append(command)
+    for (pair, _partition), group in groups.items():
+        topic = command_topics[pair]
+        for start in range(0, len(group), flowmessages.BATCH_MEMBERS):
+            chunk = group[start:start + flowmessages.BATCH_MEMBERS]
+            metrics.EVENTS_OUT.labels(topic.get_topic_name()).inc()
+            await topic.send(key=chunk[0].link_key.encode(),
+                             value=encode_command_batch(chunk) if len(chunk) > 1 else chunk[0].to_bytes())
+
+
+async def _handle_flow_message(key: str, message: dict, commands: list[WriteCommand]) -> None:
+    """One message of one link: run the decision, store the link, send its dead letters and
+    product references; its commands are added to ``commands`` (the caller sends them)."""
     try:
         flow = mapping.flow(message["flow"])
         kind = message["kind"]
@@ -273,10 +292,7 @@ async def _handle_flow_message(key: str, message: dict) -> None:
     for action in outcome.actions:
         if action.startswith("warn:"):
             log.warning("link %s: %s", key, action[5:])
-    for command in outcome.commands:
-        topic = command_topics[(command.system, command.entity)]
-        metrics.EVENTS_OUT.labels(topic.get_topic_name()).inc()
-        await topic.send(key=key.encode(), value=command.to_bytes())
+    commands.extend(outcome.commands)
     for entry in outcome.deadletters:
         await _dead_letter(entry)
 
@@ -302,27 +318,35 @@ def _make_sink(system: str, entity: str):
     topic = command_topics[(system, entity)]
 
     async def sink(stream):
-        async for values in stream.take(settings.sink_batch_size * SINK_WRITES_TOGETHER,
-                                        within=settings.sink_batch_wait):
+        per_apply = settings.sink_batch_size * SINK_WRITES_TOGETHER
+        async for values in stream.take(per_apply, within=settings.sink_batch_wait):
             commands: list[WriteCommand] = []
             for raw in values:
                 try:
-                    commands.append(WriteCommand.from_bytes(raw))
+                    members = command_members(raw)
                 except Exception as exc:
                     await _dead_letter(DeadLetter(stage="sink", system=system, entity=entity,
-                                                  reason=f"unreadable write command: {exc}",
+                                                  reason=f"unreadable command message: {exc}",
                                                   error_type="invalid_command",
                                                   payload=raw.decode(errors="replace")[:10000]))
-            if not commands:
-                continue
+                    continue
+                for member in members:
+                    try:
+                        commands.append(WriteCommand.model_validate(member))
+                    except Exception as exc:
+                        await _dead_letter(DeadLetter(stage="sink", system=system, entity=entity,
+                                                      reason=f"unreadable write command: {exc}",
+                                                      error_type="invalid_command", payload=member))
             metrics.EVENTS_IN.labels(topic.get_topic_name()).inc(len(commands))
-            await runtime.ready.wait()
-            started = time.monotonic()
-            results = await runtime.writers[system].apply(commands)
-            metrics.API_LATENCY.labels(system, entity).observe(time.monotonic() - started)
-            await send_batched([(result.link_key, {"kind": "result", "flow": result.flow,
-                                                   "result": result.model_dump(mode="json", by_alias=True)})
-                                for result in results])
+            for start in range(0, len(commands), per_apply):  # command batches: more than one apply
+                chunk = commands[start:start + per_apply]
+                await runtime.ready.wait()
+                started = time.monotonic()
+                results = await runtime.writers[system].apply(chunk)
+                metrics.API_LATENCY.labels(system, entity).observe(time.monotonic() - started)
+                await send_batched([(result.link_key, {"kind": "result", "flow": result.flow,
+                                                       "result": result.model_dump(mode="json", by_alias=True)})
+                                    for result in results])
 
     sink.__name__ = f"sink_{system}_{entity}"
     return app.agent(topic, name=f"sink-{system}-{entity}", concurrency=1)(sink)

@@ -181,6 +181,19 @@ def test_bad_input_table(pipeline_factory):
     run(_publish_raw(p, "talkstream.flow.events", here.encode(), batch.encode()))
     wait_for(lambda: any(d["link_key"] == elsewhere and "batch member on partition" in d["reason"]
                          for d in deadletters(p)), timeout=60, message="misplaced batch member dead-lettered")
+    # a command batch with a member of the wrong shape, and a command message that is not JSON (a
+    # foreign producer): each is dead-lettered by the sink, naming what was wrong, and the sink goes on
+    commands = "talkstream.businessnxt.product.commands"
+    bad_batch = json.dumps({"schema": "talkstream.command-batch/v1",
+                            "commands": [{"command_id": "stray#1", "op": "explode"}]})
+    run(_publish_raw(p, commands, b"product-product:stray", bad_batch.encode()))
+    run(_publish_raw(p, commands, b"product-product:stray", b"{not json"))
+    wait_for(lambda: sum(d["stage"] == "sink" and d.get("error_type") == "invalid_command"
+                         for d in deadletters(p)) >= 2, timeout=60, message="bad commands dead-lettered")
+    sink_letters = [d for d in deadletters(p) if d["stage"] == "sink"]
+    assert any("unreadable write command" in d["reason"] and d["payload"]["command_id"] == "stray#1"
+               for d in sink_letters)
+    assert any("unreadable command message" in d["reason"] for d in sink_letters)
     # malformed JSON from the Customcrm API and a broken GraphQL response for a while: retried, no loss
     httpx.post(p.crm_url + "/_sandbox/faults", json={"malformed_rate": 0.5}).raise_for_status()
     httpx.post(p.bnxt_base + "/_sandbox/faults", json={"malformed_rate": 0.3}).raise_for_status()

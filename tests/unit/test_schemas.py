@@ -29,3 +29,36 @@ def test_change_event_rejects_unknown_fields():
     with pytest.raises(Exception):
         ChangeEvent.model_validate({"system": "customcrm", "entity": "order", "id": "x", "op": "upsert",
                                     "surprise": 1})
+
+
+def _command(n: int):
+    from schemas.command import WriteCommand
+
+    return WriteCommand(command_id=f"product-product:P{n}#1", flow="product-product", link_key=f"product-product:P{n}",
+                        system="businessnxt", entity="product", op="create", data={"productNo": f"P{n}"})
+
+
+def test_a_command_batch_carries_its_commands_in_order():
+    from schemas.command import WriteCommand, command_members, encode_command_batch
+
+    commands = [_command(n) for n in range(3)]
+    members = command_members(encode_command_batch(commands))
+    assert [WriteCommand.model_validate(m) for m in members] == commands
+
+
+def test_a_bare_command_message_is_one_member():
+    from schemas.command import WriteCommand, command_members
+
+    command = _command(7)
+    assert [WriteCommand.model_validate(m) for m in command_members(command.to_bytes())] == [command]
+
+
+def test_an_unreadable_command_message_raises():
+    import pytest
+
+    from schemas.command import command_members
+
+    with pytest.raises(ValueError):
+        command_members(b"{not json")
+    with pytest.raises(ValueError):
+        command_members(b'{"schema": "talkstream.command-batch/v1", "commands": "none"}')
