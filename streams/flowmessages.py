@@ -26,6 +26,8 @@ from aiokafka.partitioner import DefaultPartitioner
 BATCH_MEMBERS = 100
 
 _PARTITIONER = DefaultPartitioner()
+#: Link keys whose partition is remembered (about 150 bytes each).
+PARTITION_CACHE = 16384
 
 
 @lru_cache(maxsize=8)
@@ -33,8 +35,11 @@ def _every(partitions: int) -> list[int]:
     return list(range(partitions))
 
 
+@lru_cache(maxsize=PARTITION_CACHE)
 def partition_of(key: str, partitions: int) -> int:
-    """The partition the producer's default partitioner gives a link key."""
+    """The partition the producer's default partitioner gives a link key (remembered for
+    recent keys: a link's key is hashed by the route, the link agent, its commands and its
+    result, usually within a second, and aiokafka's murmur2 is pure Python)."""
     every = _every(partitions)
     return _PARTITIONER(key.encode(), every, every)
 
