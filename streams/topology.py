@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import Counter
 
 import orjson
 from faust.web import Request, Response, View
@@ -102,6 +103,7 @@ POLICY = engine.Policy(park_timeout=settings.park_timeout, write_retry_max=setti
 
 schedule = WakeSchedule(POLICY)
 summaries: dict[str, tuple[str, str, bool, bool]] = {}  # key -> (flow, status, parked, blocked), source-side links
+summary_counts: Counter[tuple[str, str, bool, bool]] = Counter()  # summary -> its links: /status without a walk
 
 
 def get_link(key: str) -> dict | None:
@@ -124,7 +126,13 @@ def _index(key: str, link: dict) -> None:
     schedule.set(key, engine.wake_plan(link, POLICY))
     if link["ids"].get(engine.SOURCE):
         summary = (link["flow"], link["status"], bool(link.get("park")), bool(link.get("blocked")))
-        summaries[key] = _SUMMARIES.setdefault(summary, summary)
+        summary = _SUMMARIES.setdefault(summary, summary)
+        old = summaries.get(key)
+        if old is not summary:
+            if old is not None:
+                summary_counts[old] -= 1
+            summary_counts[summary] += 1
+            summaries[key] = summary
 
 
 def _partition_of(key: str) -> int:
@@ -139,6 +147,7 @@ async def _rebuild_link_index() -> None:
     owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == FLOW_EVENTS}
     schedule.clear()
     summaries.clear()
+    summary_counts.clear()
     for key, raw in list(links.items()):
         if raw and _partition_of(key) in owned:
             _index(key, orjson.loads(raw))
@@ -345,7 +354,7 @@ def _make_sink(system: str, entity: str):
                 results = await runtime.writers[system].apply(chunk)
                 metrics.API_LATENCY.labels(system, entity).observe(time.monotonic() - started)
                 await send_batched([(result.link_key, {"kind": "result", "flow": result.flow,
-                                                       "result": result.model_dump(mode="json", by_alias=True)})
+                                                       "result": orjson.Fragment(result.to_bytes())})
                                     for result in results])
 
     sink.__name__ = f"sink_{system}_{entity}"
@@ -445,18 +454,19 @@ def local_status() -> dict:
     """What this worker holds and has done (its partitions only)."""
     flows: dict[str, dict[str, int]] = {f.id: {"links": 0, "linked": 0, "pending": 0, "parked": 0, "blocked": 0,
                                                "deleted": 0} for f in mapping.flows}
-    for flow_id, status, parked, blocked in list(summaries.values()):  # target-only records are not links
+    # target-only records are not links; counted as they are stored, not walked per request
+    for (flow_id, status, parked, blocked), n in list(summary_counts.items()):
         row = flows.setdefault(flow_id, {"links": 0, "linked": 0, "pending": 0, "parked": 0, "blocked": 0,
                                          "deleted": 0})
-        row["links"] += 1
+        row["links"] += n
         if status == engine.LINKED:
-            row["linked"] += 1
+            row["linked"] += n
         elif status == engine.PENDING:
-            row["pending"] += 1
+            row["pending"] += n
         elif status == engine.DELETED:
-            row["deleted"] += 1
-        row["parked"] += parked
-        row["blocked"] += blocked
+            row["deleted"] += n
+        row["parked"] += n * parked
+        row["blocked"] += n * blocked
     for fid, row in flows.items():
         for name in ("linked", "pending", "parked", "blocked", "deleted"):
             metrics.LINKS.labels(fid, name).set(row[name])
