@@ -7,7 +7,8 @@ HTTP servers, and a real worker. Prints a table and writes
 1. initial load: N products, N orders (1-5 lines, ~3 on average) and N/10
    users synced Customcrm -> Businessnxt on zero-latency sandboxes; records/s
    end to end, messages produced per record (every message on the broker,
-   changelogs included), the worker's CPU time per record, and the ceilings measured in the same run: (a) a
+   changelogs included), the CPU time per record of the worker and of every other process of
+   the run (broker, sandboxes, this driver), and the ceilings measured in the same run: (a) a
    bare aiokafka produce->consume loop moving as many messages as there are
    records, through a fresh embedded broker with one record per batch (the
    issue's definition), and (a') the same loop with aiokafka's normal batches,
@@ -17,7 +18,9 @@ HTTP servers, and a real worker. Prints a table and writes
 2. API efficiency during the load (requests per synced record, per system).
 3. memory: the worker's peak RSS, its RSS growth per link over the second
    half of the load (start-up allocations excluded; memory freed by buffered
-   messages is reused by later links, so this is a lower bound), and the link
+   messages is reused by later links, so this is a lower bound) from two
+   points (halfway, end) and as a least-squares slope over a sample every
+   half second (less moved by one moment's buffers), and the link
    state itself per link, walked by the worker (``/status?memory=1``: the
    links and routes tables, per-link summaries and wake-ups, product
    references).
@@ -219,11 +222,14 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
             p._spawn(f"worker-{i}", ["worker", "-l", "info"], env={**p.worker_env(), "TALKSTREAM_WEB_PORT": str(port)})
             p.more_web_ports.append(port)
         halfway: dict[str, float] = {}
+        samples: list[tuple[int, float]] = []  # (links, RSS MiB) every half second of the second half
 
         def done() -> bool:
             linked, busy = linked_and_busy(p)
             if not halfway and linked >= records // 2:  # for the memory slope
                 halfway.update(links=linked, rss=peak_rss_mib(p.worker.process.pid)[0])
+            if linked >= records // 2:
+                samples.append((linked, peak_rss_mib(p.worker.process.pid)[0]))
             return linked >= records and busy == 0
         unlinked = 0
         try:
@@ -276,12 +282,28 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
             "bytes_per_link": (max(0.0, (rss - halfway["rss"]) * 1024 * 1024 / (records - halfway["links"]))
                                if halfway and records > halfway["links"] else None),
             "bytes_per_link_from_start": max(0.0, (rss - rss_start) * 1024 * 1024 / records),
+            # the same growth as a least-squares slope over every sample of the second half: one
+            # moment's buffers (a burst of writes in flight) move it less than the two-point figure
+            "bytes_per_link_fitted": _slope(samples + [(records, rss)]),
             "state_bytes_per_link": state["bytes"] / max(1, state["links"]) if state else None,
             "state_bytes_per_link_parts": ({name: size / max(1, state["links"])
                                             for name, size in state["parts"].items()} if state else None),
         }
     finally:
         p.stop()
+
+
+def _slope(points: list[tuple[int, float]]) -> float | None:
+    """Least-squares bytes per link of (links, RSS MiB) points (None for fewer than 3)."""
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    if not sxx:
+        return None
+    return max(0.0, sum((x - mx) * (y - my) for x, y in points) / sxx * 1024 * 1024)
 
 
 def ceiling_broker(messages: int, size: int = 600, *, batched: bool = False) -> float:
@@ -473,6 +495,7 @@ def main() -> None:
                       "requests_per_record_initial_customcrm": load["requests_customcrm"] / load["records"],
                       "requests_per_record_initial_businessnxt": load["requests_businessnxt"] / load["records"]}
         out["memory"] = {"peak_rss_mib": load["worker_peak_rss_mib"], "bytes_per_link": load["bytes_per_link"],
+                         "bytes_per_link_fitted": load["bytes_per_link_fitted"],
                          "state_bytes_per_link": load["state_bytes_per_link"], "links": load["records"]}
         if "ceilings" not in args.skip:
             console.print("ceiling (a): bare produce->consume, one record per batch ...")
