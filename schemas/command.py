@@ -1,9 +1,10 @@
 """Write commands to a system and their acknowledgements (internal topics).
 
 Flow agents publish ``WriteCommand`` to ``talkstream.<system>.<entity>.commands``;
-sink agents apply them through the connector's writer and publish one
-``WriteResult`` per command to ``talkstream.acks``, keyed by the link key, so
-the agent that owns the link records the outcome.
+sink agents apply them through the connector's writer and send one
+``WriteResult`` per command back to ``talkstream.flow.events`` (in the flow
+topic's batches, ``streams.flowmessages``), keyed by the link key, so the
+agent that owns the link records the outcome.
 
 The link agent sends the commands of many links of one partition as one
 message, ``{"schema": "talkstream.command-batch/v1", "commands": [<command>,

@@ -24,6 +24,7 @@ import httpx
 import orjson
 import stamina
 
+from connectors.businessnxt.requestline import RequestLine
 from connectors.businessnxt.schema import TABLES
 from connectors.common.errors import (
     ApiError,
@@ -34,7 +35,6 @@ from connectors.common.errors import (
     TimeoutError_,
     ValidationError,
 )
-from connectors.businessnxt.requestline import RequestLine
 from connectors.common.ratelimit import window_limiter
 
 log = logging.getLogger(__name__)
