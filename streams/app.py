@@ -15,7 +15,7 @@ import faust
 
 from connectors.common import kafka_compat
 from connectors.common.kafka import SINGLE_RECORD_BATCH_SIZE
-from streams.broker_check import single_record_batches
+from streams.broker_check import batches_per_request, single_record_batches
 from streams.settings import Settings, get_settings
 
 log = logging.getLogger("talkstream")
@@ -76,6 +76,7 @@ def make_app(settings: Settings | None = None, *, app_id: str | None = None, **o
         mode = settings.single_record_batches if settings.kafka_broker else "on"
         if single_record_batches(mode, broker_url):
             conf.producer_max_batch_size = SINGLE_RECORD_BATCH_SIZE
+            kafka_compat.set_batches_per_request(batches_per_request(broker_url))
 
     @app.task
     async def _announce_ready() -> None:

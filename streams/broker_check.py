@@ -10,6 +10,14 @@ batch the end offsets are exact.
 ``auto`` runs the start-up self-check (produce a few records in one batch,
 compare the end offset with what was written) and turns the protection on
 when the broker's offsets are wrong, or when the check cannot run.
+
+``batches_per_request(broker_url)``: with the protection on, how many of one
+partition's single-record batches one produce request may carry. aiokafka
+keeps one produce request in flight per broker and puts one batch per
+partition in it, so a busy changelog partition got one record per round trip.
+Tansu takes several batches per partition in one request (checked at start-up:
+``kafka.several_batches_per_request``); Apache Kafka does not, and needs no
+protection.
 """
 from __future__ import annotations
 
@@ -17,30 +25,49 @@ import asyncio
 import logging
 import threading
 
-from connectors.common.kafka import bootstrap_servers, end_offsets_are_exact
+from connectors.common.kafka import bootstrap_servers, end_offsets_are_exact, several_batches_per_request
 
 log = logging.getLogger(__name__)
 
 _cache: dict[str, bool] = {}
 
 
-def run_self_check(broker_url: str, timeout: float = 20.0) -> bool | None:
-    """True: exact end offsets; False: wrong; None: the check could not run."""
-    result: dict[str, bool | None] = {"exact": None}
+#: Single-record batches of one partition per produce request where the broker takes several.
+BATCHES_PER_REQUEST = 32
+
+_per_request: dict[str, int] = {}
+
+
+def _run_check(check, broker_url: str, timeout: float, what: str) -> bool | None:
+    result: dict[str, bool | None] = {"ok": None}
 
     def target() -> None:
         try:
-            result["exact"] = asyncio.run(
-                asyncio.wait_for(end_offsets_are_exact(bootstrap_servers(broker_url)), timeout)
-            )
+            result["ok"] = asyncio.run(asyncio.wait_for(check(bootstrap_servers(broker_url)), timeout))
         except Exception as exc:  # the broker may be down: decide safely
-            log.warning("broker end-offset self-check could not run: %s", exc)
+            log.warning("broker %s check could not run: %s", what, exc)
 
     # its own thread and event loop: callers may already be inside one
     t = threading.Thread(target=target, name="broker-self-check", daemon=True)
     t.start()
     t.join(timeout + 5)
-    return result["exact"]
+    return result["ok"]
+
+
+def run_self_check(broker_url: str, timeout: float = 20.0) -> bool | None:
+    """True: exact end offsets; False: wrong; None: the check could not run."""
+    return _run_check(end_offsets_are_exact, broker_url, timeout, "end-offset self-check")
+
+
+def batches_per_request(broker_url: str) -> int:
+    """How many single-record batches of one partition a produce request may carry (1 unless
+    the broker was seen to take several)."""
+    if broker_url not in _per_request:
+        ok = _run_check(several_batches_per_request, broker_url, 20.0, "several-batches-per-request")
+        _per_request[broker_url] = BATCHES_PER_REQUEST if ok else 1
+        log.info("broker %s: up to %d single-record batches per partition in one produce request",
+                 broker_url, _per_request[broker_url])
+    return _per_request[broker_url]
 
 
 def single_record_batches(mode: str, broker_url: str) -> bool:

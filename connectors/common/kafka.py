@@ -242,3 +242,61 @@ async def end_offsets_are_exact(bootstrap: str, records: int = 20) -> bool:
             await delete_topics(bootstrap, [topic])
         except Exception:  # best effort: Tansu may not delete
             pass
+
+
+async def several_batches_per_request(bootstrap: str, batches: int = 3) -> bool:
+    """Start-up check: does the broker take several record batches of one partition in one
+    produce request, give them consecutive offsets and keep its end offset exact?
+
+    Tansu does (its produce answer names the first batch's offset). Apache Kafka refuses
+    such a request (one batch per partition since produce v3), and there talkstream sends
+    normal batches anyway. Sends one raw produce request to a throw-away topic.
+    """
+    import time
+
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.protocol.produce import ProduceRequest
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    def one_record_batch(value: bytes) -> bytes:
+        builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=0, producer_id=-1,
+                                            producer_epoch=-1, base_sequence=-1, batch_size=1024)
+        builder.append(0, timestamp=int(time.time() * 1000), key=b"k", value=value, headers=[])
+        return bytes(builder.build())
+
+    topic = f"talkstream.selfcheck.{uuid.uuid4().hex[:12]}"
+    await ensure_topics(bootstrap, [topic])
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    await client.bootstrap()
+    try:
+        await client.force_metadata_update()
+        leader = client.cluster.leader_for_partition(TopicPartition(topic, 0))
+        data = b"".join(one_record_batch(b"%d" % i) for i in range(batches))
+        answer = await client.send(leader, ProduceRequest(required_acks=-1, timeout=10000,
+                                                          topics=[(topic, [(0, data)])], transactional_id=None))
+        error_code = answer.topics[0][1][0][1]
+        if error_code != 0:
+            return False
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                    auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            tp = TopicPartition(topic, 0)
+            consumer.assign([tp])
+            if (await consumer.end_offsets([tp]))[tp] != batches:
+                return False
+            seen: list[tuple[int, bytes]] = []
+            for _ in range(20):
+                got = await consumer.getmany(tp, timeout_ms=250)
+                seen += [(r.offset, r.value) for r in got.get(tp, [])]
+                if len(seen) >= batches:
+                    break
+            return seen == [(i, b"%d" % i) for i in range(batches)]
+        finally:
+            await consumer.stop()
+    finally:
+        await client.close()
+        try:
+            await delete_topics(bootstrap, [topic])
+        except Exception:  # best effort: Tansu may not delete
+            pass

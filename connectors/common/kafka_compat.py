@@ -39,6 +39,14 @@ messages/s with one record per batch, 38,900 with batches).
 Faust could lose records when partitions moved between live workers (on any
 broker): see "seek-safe consuming" below. ``apply()`` installs that fix too.
 
+aiokafka also keeps one produce request in flight per broker, with one batch
+per partition, so a busy changelog partition got one record per broker round
+trip. Where the broker takes several batches of one partition in one request
+(Tansu does; checked at start-up, ``set_batches_per_request()``), the sender
+takes up to that many waiting single-record batches of a partition together
+(``_Batches``): still one record per batch, in order, each answered with its
+own offset.
+
 Faust's producer buffer (table changelog messages) stops the streams, with a
 warning, once it holds over 100 messages; a flow-topic batch message writes up
 to 100 links, so ``apply()`` lets it hold ``PRODUCER_BUFFER_MESSAGES``.
@@ -140,6 +148,88 @@ def _create_builder(accumulator, tp):
 def _queue_depth(accumulator, tp) -> int:
     """How many full batches may wait for ``tp``: many single-record ones, few normal ones."""
     return QUEUED_BATCHES_PER_PARTITION if _single_record_batches(accumulator, tp) else QUEUED_FULL_BATCHES
+
+
+#: Single-record batches of one partition one produce request may carry (1: aiokafka's one).
+_batches_per_request = 1
+
+
+def set_batches_per_request(count: int) -> None:
+    """Let a produce request carry up to ``count`` single-record batches of one partition
+    (only for a broker seen to take them: ``streams.broker_check.batches_per_request``)."""
+    global _batches_per_request
+    _batches_per_request = max(1, count)
+
+
+class _Batches:
+    """Full single-record batches of one partition that go in one produce request. To the
+    sender they are one batch: one data buffer, and the broker answers with the first one's
+    offset; each batch is resolved with its own."""
+
+    def __init__(self, batches: list) -> None:
+        self.batches = batches
+
+    @property
+    def tp(self):
+        return self.batches[0].tp
+
+    @property
+    def retry_count(self) -> int:
+        return self.batches[0].retry_count
+
+    def get_data_buffer(self) -> bytes:
+        return b"".join(bytes(batch.get_data_buffer()) for batch in self.batches)
+
+    def expired(self) -> bool:
+        return self.batches[0].expired()
+
+    def done(self, base_offset, timestamp=None, log_start_offset=None) -> None:
+        offset = base_offset
+        for batch in self.batches:
+            batch.done(offset, timestamp, log_start_offset)
+            if offset is not None and offset >= 0:
+                offset += batch.record_count
+
+    def done_noack(self) -> None:
+        for batch in self.batches:
+            batch.done_noack()
+
+    def failure(self, exception) -> None:
+        for batch in self.batches:
+            batch.failure(exception=copy.copy(exception))
+
+
+def _drain_by_nodes(original):
+    def drain_by_nodes(self, ignore_nodes, muted_partitions=frozenset()):
+        """aiokafka's drain, then up to ``_batches_per_request`` waiting single-record batches of
+        a partition in the request instead of one."""
+        nodes, unknown_leaders = original(self, ignore_nodes, muted_partitions)
+        if _batches_per_request > 1 and self._txn_manager is None:
+            for batches in nodes.values():
+                for tp, first in list(batches.items()):
+                    if not _single_record_batches(self, tp):
+                        continue
+                    more = []
+                    while len(more) + 1 < _batches_per_request:
+                        queue = self._batches.get(tp)
+                        if not queue or queue[0].is_empty() or queue[0].remaining_linger():
+                            break
+                        more.append(self._pop_batch(tp))
+                    if more:
+                        batches[tp] = _Batches([first, *more])
+        return nodes, unknown_leaders
+    return drain_by_nodes
+
+
+def _reenqueue(original):
+    def reenqueue(self, batch):
+        """A request's batches go back to the front of their queue, in order, when it is retried."""
+        if isinstance(batch, _Batches):
+            for one in reversed(batch.batches):
+                original(self, one)
+        else:
+            original(self, batch)
+    return reenqueue
 
 
 async def _add_message(self, tp, key, value, timeout, timestamp_ms=None, headers=[]):  # noqa: B006 - aiokafka's
@@ -427,6 +517,8 @@ def apply() -> None:
         return
     gc.GroupCoordinator._maybe_leave_group = _maybe_leave_group
     MessageAccumulator.add_message = _add_message
+    MessageAccumulator.drain_by_nodes = _drain_by_nodes(MessageAccumulator.drain_by_nodes)
+    MessageAccumulator.reenqueue = _reenqueue(MessageAccumulator.reenqueue)
     from aiokafka.consumer.fetcher import Fetcher
     from faust.tables.recovery import Recovery
     from faust.transport.consumer import Consumer
