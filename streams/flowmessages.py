@@ -15,8 +15,9 @@ redrive`` sends single messages.)
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from functools import lru_cache
+from typing import TypeVar
 
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
@@ -24,6 +25,8 @@ from aiokafka.partitioner import DefaultPartitioner
 #: Members per batch message: each member writes its link to the ``links`` changelog, and
 #: Faust holds the stream while its changelog buffer holds over 100 messages.
 BATCH_MEMBERS = 100
+
+T = TypeVar("T")
 
 _PARTITIONER = DefaultPartitioner()
 #: Link keys whose partition is remembered (about 150 bytes each).
@@ -49,19 +52,23 @@ def encode(kind: str, flow: str, **body) -> bytes:
     return orjson.dumps({"kind": kind, "flow": flow, **body})
 
 
+def chunks_by(items: Iterable[T], group: Callable[[T], Hashable],
+              limit: int = BATCH_MEMBERS) -> list[list[T]]:
+    """``items`` grouped by ``group`` (e.g. their partition), each group in chunks of at most
+    ``limit``, items in their given order."""
+    groups: dict[Hashable, list[T]] = {}
+    for item in items:
+        groups.setdefault(group(item), []).append(item)
+    return [members[i:i + limit] for members in groups.values() for i in range(0, len(members), limit)]
+
+
 def batches(messages: Iterable[tuple[str, dict]], partition: Callable[[str], int],
             limit: int = BATCH_MEMBERS) -> list[tuple[bytes, bytes]]:
     """(key, value) of the batch messages carrying ``(link key, message)`` pairs: one per
     partition (more when a partition has over ``limit`` members), members in the given order."""
-    by_partition: dict[int, list[dict]] = {}
-    for key, message in messages:
-        by_partition.setdefault(partition(key), []).append({"key": key, **message})
-    out = []
-    for members in by_partition.values():
-        for i in range(0, len(members), limit):
-            chunk = members[i:i + limit]
-            out.append((chunk[0]["key"].encode(), orjson.dumps({"kind": "batch", "messages": chunk})))
-    return out
+    members = ({"key": key, **message} for key, message in messages)
+    return [(chunk[0]["key"].encode(), orjson.dumps({"kind": "batch", "messages": chunk}))
+            for chunk in chunks_by(members, lambda member: partition(member["key"]), limit)]
 
 
 def unpack(key: bytes, value: bytes) -> list[tuple[str, dict]]:

@@ -248,16 +248,11 @@ async def _send_commands(commands: list[WriteCommand]) -> None:
     """The commands of one flow message, after its links were stored: one message per command
     topic and partition (``schemas.command``), members in order. (A flow message's links are
     all on one partition, and the command topics have as many.)"""
-    groups: dict[tuple[tuple[str, str], int], list[WriteCommand]] = {}
-    for command in commands:
-        groups.setdefault(((command.system, command.entity), _partition_of(command.link_key)), []).append(command)
-    for (pair, _partition), group in groups.items():
-        topic = command_topics[pair]
-        for start in range(0, len(group), flowmessages.BATCH_MEMBERS):
-            chunk = group[start:start + flowmessages.BATCH_MEMBERS]
-            metrics.EVENTS_OUT.labels(topic.get_topic_name()).inc()
-            await topic.send(key=chunk[0].link_key.encode(),
-                             value=encode_command_batch(chunk) if len(chunk) > 1 else chunk[0].to_bytes())
+    for chunk in flowmessages.chunks_by(commands, lambda c: (c.system, c.entity, _partition_of(c.link_key))):
+        topic = command_topics[(chunk[0].system, chunk[0].entity)]
+        metrics.EVENTS_OUT.labels(topic.get_topic_name()).inc()
+        await topic.send(key=chunk[0].link_key.encode(),
+                         value=encode_command_batch(chunk) if len(chunk) > 1 else chunk[0].to_bytes())
 
 
 async def _handle_flow_message(key: str, message: dict, commands: list[WriteCommand]) -> None:

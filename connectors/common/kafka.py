@@ -15,6 +15,7 @@ last record (:func:`read_all`, :func:`true_end_offsets`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import Iterable, Sequence
 
@@ -219,29 +220,36 @@ async def true_end_offsets(bootstrap: str, tps: Sequence[TopicPartition],
         await consumer.stop()
 
 
+@contextlib.asynccontextmanager
+async def _selfcheck_topic(bootstrap: str):
+    """A throw-away one-partition topic for a start-up check, deleted after it (best effort)."""
+    topic = f"talkstream.selfcheck.{uuid.uuid4().hex[:12]}"
+    await ensure_topics(bootstrap, [topic])
+    try:
+        yield topic
+    finally:
+        try:
+            await delete_topics(bootstrap, [topic])
+        except Exception:  # best effort: Tansu may not delete
+            pass
+
+
 async def end_offsets_are_exact(bootstrap: str, records: int = 20) -> bool:
     """Start-up self-check: does the broker report exact end offsets for multi-record batches?
 
     Produces ``records`` small records in one batch to a throw-away topic and
     compares the reported end offset with the number written.
     """
-    topic = f"talkstream.selfcheck.{uuid.uuid4().hex[:12]}"
-    await ensure_topics(bootstrap, [topic])
-    producer = make_producer(bootstrap, single_record_batches=False, linger_ms=50)
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, b"x" * 16, key=b"k", partition=0) for _ in range(records)]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-    try:
+    async with _selfcheck_topic(bootstrap) as topic:
+        producer = make_producer(bootstrap, single_record_batches=False, linger_ms=50)
+        await producer.start()
+        try:
+            futures = [await producer.send(topic, b"x" * 16, key=b"k", partition=0) for _ in range(records)]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
         ends = await end_offsets(bootstrap, topic)
         return ends.get(0) == records
-    finally:
-        try:
-            await delete_topics(bootstrap, [topic])
-        except Exception:  # best effort: Tansu may not delete
-            pass
 
 
 async def several_batches_per_request(bootstrap: str, batches: int = 3) -> bool:
@@ -264,39 +272,20 @@ async def several_batches_per_request(bootstrap: str, batches: int = 3) -> bool:
         builder.append(0, timestamp=int(time.time() * 1000), key=b"k", value=value, headers=[])
         return bytes(builder.build())
 
-    topic = f"talkstream.selfcheck.{uuid.uuid4().hex[:12]}"
-    await ensure_topics(bootstrap, [topic])
-    client = AIOKafkaClient(bootstrap_servers=bootstrap)
-    await client.bootstrap()
-    try:
-        await client.force_metadata_update()
-        leader = client.cluster.leader_for_partition(TopicPartition(topic, 0))
-        data = b"".join(one_record_batch(b"%d" % i) for i in range(batches))
-        answer = await client.send(leader, ProduceRequest(required_acks=-1, timeout=10000,
-                                                          topics=[(topic, [(0, data)])], transactional_id=None))
-        error_code = answer.topics[0][1][0][1]
-        if error_code != 0:
-            return False
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
-        await consumer.start()
+    async with _selfcheck_topic(bootstrap) as topic:
+        client = AIOKafkaClient(bootstrap_servers=bootstrap)
+        await client.bootstrap()
         try:
-            tp = TopicPartition(topic, 0)
-            consumer.assign([tp])
-            if (await consumer.end_offsets([tp]))[tp] != batches:
-                return False
-            seen: list[tuple[int, bytes]] = []
-            for _ in range(20):
-                got = await consumer.getmany(tp, timeout_ms=250)
-                seen += [(r.offset, r.value) for r in got.get(tp, [])]
-                if len(seen) >= batches:
-                    break
-            return seen == [(i, b"%d" % i) for i in range(batches)]
+            await client.force_metadata_update()
+            leader = client.cluster.leader_for_partition(TopicPartition(topic, 0))
+            data = b"".join(one_record_batch(b"%d" % i) for i in range(batches))
+            answer = await client.send(leader, ProduceRequest(required_acks=-1, timeout=10000,
+                                                              topics=[(topic, [(0, data)])], transactional_id=None))
         finally:
-            await consumer.stop()
-    finally:
-        await client.close()
-        try:
-            await delete_topics(bootstrap, [topic])
-        except Exception:  # best effort: Tansu may not delete
-            pass
+            await client.close()
+        if answer.topics[0][1][0][1] != 0:  # the partition's error code
+            return False
+        if await end_offsets(bootstrap, topic) != {0: batches}:
+            return False
+        stored = [(offset, value) for _partition, offset, _key, value in await read_all(bootstrap, topic, timeout=5)]
+        return stored == [(i, b"%d" % i) for i in range(batches)]

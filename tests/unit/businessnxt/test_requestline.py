@@ -37,6 +37,16 @@ class Server:
         return {"data": payload["n"] * 10}
 
 
+async def _first_request_holds_the_only_slot(server: Server, line: RequestLine) -> asyncio.Task:
+    """Sends ``{"n": 0}`` and waits until the server holds it (its gate closed): what is
+    submitted next waits for the slot."""
+    server.gate.clear()
+    first = asyncio.create_task(line.submit({"n": 0}))
+    while not server.requests:
+        await asyncio.sleep(0)
+    return first
+
+
 async def test_a_lone_operation_leaves_at_once_as_a_plain_request():
     server = Server()
     line = RequestLine(server.send, slots=4)
@@ -49,11 +59,7 @@ async def test_a_lone_operation_leaves_at_once_as_a_plain_request():
 async def test_operations_waiting_for_a_slot_leave_together_each_with_its_own_answer():
     server = Server()
     line = RequestLine(server.send, slots=1)
-    server.gate.clear()
-    first = asyncio.create_task(line.submit({"n": 0}))
-    await asyncio.sleep(0)  # the first request takes the only slot
-    while not server.requests:
-        await asyncio.sleep(0)
+    first = await _first_request_holds_the_only_slot(server, line)
     rest = [asyncio.create_task(line.submit({"n": i})) for i in range(1, 6)]
     await asyncio.sleep(0)
     server.gate.set()
@@ -120,10 +126,7 @@ async def test_a_batch_answered_with_the_wrong_number_of_answers_is_a_malformed_
 async def test_a_cancelled_callers_operation_is_not_sent():
     server = Server()
     line = RequestLine(server.send, slots=1)
-    server.gate.clear()
-    first = asyncio.create_task(line.submit({"n": 0}))
-    while not server.requests:
-        await asyncio.sleep(0)
+    first = await _first_request_holds_the_only_slot(server, line)
     gone = asyncio.create_task(line.submit({"n": 1}))
     kept = asyncio.create_task(line.submit({"n": 2}))
     await asyncio.sleep(0)
