@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any, Callable, Iterable
 
 import orjson
@@ -80,9 +81,19 @@ class Outcome:
 
 def h(value: Any) -> str:
     """Short hash of a canonical value (``None`` and ``""`` are equal)."""
+    if value.__class__ in _SCALARS:  # the same few values (dates, statuses, prices) come again and again
+        return _h_scalar(value)
+    return _h(value)
+
+
+def _h(value: Any) -> str:
     if value == "":
         value = None
     return hashlib.blake2b(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), digest_size=6).hexdigest()
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_h_scalar = lru_cache(maxsize=16384, typed=True)(_h)  # typed: 1, 1.0 and True hash differently
 
 
 def other(side: str) -> str:
@@ -196,11 +207,12 @@ def handle_change(link: dict | None, flow: Flow, event: ChangeEvent, key: str, *
 
     record = event.data or {}
     try:
-        values = _canonical(flow, side, record, refs)
-        if side == SOURCE:
-            co = flow.to_canonical("source", record, include_create_only=True)
-            co = {p: co[p] for p in flow.create_only_names() if p in co}
+        if side == SOURCE:  # one conversion: the create-only values (e.g. Sku) are split off
+            values = flow.to_canonical("source", record, refs=refs, include_create_only=True)
+            co = {p: values.pop(p) for p in flow.create_only_names() if p in values}
             _note_create_only(out, flow, co)
+        else:
+            values = _canonical(flow, side, record, refs)
     except MissingReferences as exc:
         return _park(out, flow, now, exc.ids, policy, event=event)
     except MappingError as exc:

@@ -51,7 +51,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Context, Decimal, InvalidOperation, localcontext
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Protocol, runtime_checkable
@@ -273,6 +273,14 @@ def _decimal_text(d: Decimal) -> str:
 
 
 def _canon_decimal(value: Any) -> str | None:
+    if value.__class__ is str:  # most decimals come as text, and the same texts come again
+        return _canon_decimal_text(value)
+    d = _as_decimal(value)
+    return None if d is None else _decimal_text(d)
+
+
+@lru_cache(maxsize=16384)
+def _canon_decimal_text(value: str) -> str | None:
     d = _as_decimal(value)
     return None if d is None else _decimal_text(d)
 
@@ -628,12 +636,22 @@ class Flow(_Model):
 
     def create_only_names(self) -> list[str]:
         """Canonical names of the create-only properties (e.g. ``Sku``)."""
-        return [p.source for p in self.properties if p.source is not None and p.create_only]
+        return list(self._create_only_names)
+
+    @cached_property
+    def _create_only_names(self) -> tuple[str, ...]:
+        return tuple(p.source for p in self.properties if p.source is not None and p.create_only)
+
+    @cached_property
+    def _directions(self) -> dict[str, str]:
+        return {p.source: p.direction for p in self.properties if p.source is not None}
 
     def syncs_back(self, name: str) -> bool:
         """True when a Businessnxt change of this property is written to Customcrm."""
-        prop = self.property_by_name(name)
-        return prop.direction == "both"
+        direction = self._directions.get(name)
+        if direction is None:
+            return self.property_by_name(name).direction == "both"  # KeyError for an unknown name
+        return direction == "both"
 
     def target_fields(self) -> list[str]:
         """Top-level Businessnxt fields a connector should select for this flow
@@ -812,15 +830,19 @@ class Flow(_Model):
             value = canonical[prop.source]
             if prop.is_lines:
                 lines = self._canonical_lines(prop, value)
-                out[prop.target] = [
-                    {
-                        item.target: self._encode_target(
-                            item, line.get(item.source), ctx, f"{prop.source}[{i}].{item.source}"
-                        )
-                        for item in prop.items or []
-                    }
-                    for i, line in enumerate(lines)
-                ]
+                items = prop.items or []
+                encoded = []
+                for i, line in enumerate(lines):
+                    row = {}
+                    for item in items:
+                        value = line.get(item.source)
+                        try:
+                            row[item.target] = _CONVERTERS[item.convert].to_target(value, ctx, self.id)
+                        except _Invalid as exc:
+                            raise self._error(exc.reason, f"{prop.source}[{i}].{item.source}",
+                                              f"Businessnxt {item.target}", value) from None
+                    encoded.append(row)
+                out[prop.target] = encoded
             else:
                 canon = self._canonical_value(prop, value, prop.source)
                 out[prop.target] = self._encode_target(prop, canon, ctx, prop.source)
@@ -919,25 +941,34 @@ class Flow(_Model):
     def _error(self, reason: str, path: str, field: str | None, value: Any = _UNSET) -> MappingError:
         return MappingError(reason, flow=self.id, path=path, field=field, value=value)
 
-    def _check_bounds(self, prop: Property, canon: Any, path: str, field_: str | None, raw: Any) -> None:
+    @staticmethod
+    def _bounds_error(prop: Property, canon: Any) -> str | None:
+        """Why a canonical number is below the property's minimum, or None."""
         if canon is None or (prop.minimum is None and prop.exclusive_minimum is None):
-            return
+            return None
         number = Decimal(canon)  # canonical int or decimal text
         if prop.minimum is not None and number < prop.minimum:
-            raise self._error(f"must be at least {_decimal_text(prop.minimum)}", path, field_, raw)
+            return f"must be at least {_decimal_text(prop.minimum)}"
         if prop.exclusive_minimum is not None and number <= prop.exclusive_minimum:
-            raise self._error(f"must be greater than {_decimal_text(prop.exclusive_minimum)}", path, field_, raw)
+            return f"must be greater than {_decimal_text(prop.exclusive_minimum)}"
+        return None
+
+    def _read(self, side: Side, prop: Property, raw: Any, ctx: _Ctx) -> Any:
+        """The canonical value of one raw value; raises ``_Invalid`` (the caller names the
+        path: building it for every value cost more than the conversion)."""
+        conv = _CONVERTERS[prop.convert]
+        canon = (conv.from_source if side == "source" else conv.from_target)(raw, ctx, self.id)
+        if prop.minimum is not None or prop.exclusive_minimum is not None:
+            reason = self._bounds_error(prop, canon)
+            if reason is not None:
+                raise _Invalid(reason)
+        return canon
 
     def _value_in(self, side: Side, prop: Property, raw: Any, ctx: _Ctx, path: str, field_: str) -> Any:
-        conv = _CONVERTERS[prop.convert]
-        reader = conv.from_source if side == "source" else conv.from_target
-        shown_field = None if side == "source" else f"Businessnxt {field_}"
         try:
-            canon = reader(raw, ctx, self.id)
+            return self._read(side, prop, raw, ctx)
         except _Invalid as exc:
-            raise self._error(exc.reason, path, shown_field, raw) from None
-        self._check_bounds(prop, canon, path, shown_field, raw)
-        return canon
+            raise self._error(exc.reason, path, None if side == "source" else f"Businessnxt {field_}", raw) from None
 
     def _lines_in(self, side: Side, prop: Property, raw: Any, ctx: _Ctx) -> list[dict]:
         field_name = prop.source if side == "source" else prop.target
@@ -950,15 +981,17 @@ class Flow(_Model):
             )
         lines = []
         for i, line in enumerate(raw):
-            path = f"{prop.source}[{i}]"
             if not isinstance(line, dict):
-                raise self._error("expected a line object", path, None, line)
+                raise self._error("expected a line object", f"{prop.source}[{i}]", None, line)
+            path = f"{prop.source}[{i}]"
             item_out = {}
             for item in prop.items or []:
-                name = item.source if side == "source" else item.target
-                item_out[item.source] = self._value_in(
-                    side, item, line.get(name), ctx, f"{path}.{item.source}", f"{prop.target}[{i}].{item.target}"
-                )
+                raw_item = line.get(item.source if side == "source" else item.target)
+                try:
+                    item_out[item.source] = self._read(side, item, raw_item, ctx)
+                except _Invalid as exc:
+                    raise self._error(exc.reason, f"{path}.{item.source}", None if side == "source"
+                                      else f"Businessnxt {prop.target}[{i}].{item.target}", raw_item) from None
             lines.append(item_out)
         return self._sorted_lines(prop, lines)
 
@@ -974,31 +1007,41 @@ class Flow(_Model):
             seen.add(value)
         return sorted(lines, key=lambda line: line[key])
 
+    def _canonical(self, prop: Property, value: Any) -> Any:
+        """A canonical value normalised again; raises ``_Invalid`` (the caller names the path)."""
+        canon = _CONVERTERS[prop.convert].canonical(value)
+        if prop.minimum is not None or prop.exclusive_minimum is not None:
+            reason = self._bounds_error(prop, canon)
+            if reason is not None:
+                raise _Invalid(reason)
+        return canon
+
     def _canonical_value(self, prop: Property, value: Any, path: str) -> Any:
         if prop.is_lines:
             return self._canonical_lines(prop, value)
         try:
-            canon = _CONVERTERS[prop.convert].canonical(value)
+            return self._canonical(prop, value)
         except _Invalid as exc:
             raise self._error(exc.reason, path, None, value) from None
-        self._check_bounds(prop, canon, path, None, value)
-        return canon
 
     def _canonical_lines(self, prop: Property, value: Any) -> list[dict]:
         if value is None:
             return []
         if not isinstance(value, (list, tuple)):
             raise self._error("expected a list of lines", prop.source, None, value)
+        items = prop.items or []
         lines = []
         for i, line in enumerate(value):
             if not isinstance(line, dict):
                 raise self._error("expected a line object", f"{prop.source}[{i}]", None, line)
-            lines.append(
-                {
-                    item.source: self._canonical_value(item, line.get(item.source), f"{prop.source}[{i}].{item.source}")
-                    for item in prop.items or []
-                }
-            )
+            out = {}
+            for item in items:
+                item_value = line.get(item.source)
+                try:
+                    out[item.source] = self._canonical(item, item_value)
+                except _Invalid as exc:
+                    raise self._error(exc.reason, f"{prop.source}[{i}].{item.source}", None, item_value) from None
+            lines.append(out)
         return self._sorted_lines(prop, lines)
 
     def _encode_target(self, prop: Property, canon: Any, ctx: _Ctx, path: str) -> Any:

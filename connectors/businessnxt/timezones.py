@@ -33,6 +33,7 @@ def zone(name: str | None) -> ZoneInfo:
     return ZoneInfo(name or DEFAULT_TIMEZONE)
 
 
+@lru_cache(maxsize=8192)  # a row's timestamp is parsed several times on its way (check, sort, version)
 def parse_local(value: str) -> tuple[datetime, int]:
     """``'2026-11-25T14:03:11.1250000'`` -> (naive datetime with microseconds, extra 100ns tick 0..9).
 
@@ -79,6 +80,7 @@ def format_utc(dt: datetime, tick: int = 0) -> str:
     return f"{dt:%Y-%m-%dT%H:%M:%S}.{dt.microsecond:06d}{tick}Z"
 
 
+@lru_cache(maxsize=8192)
 def local_to_utc_version(value: str | None, tz: str | None = DEFAULT_TIMEZONE) -> str | None:
     """A ``changedTimestamp`` as the UTC version string (``None`` stays ``None``)."""
     if value is None:

@@ -349,3 +349,15 @@ def test_a_write_that_meets_a_newer_edit_is_not_applied_and_the_edit_wins():
     out = handle_result(crm.link, ORDER, conflict, now=10, refs=REFS, policy=POLICY)
     assert out.link["base"]["Name"][0] == "erp"
     assert [(c.system, c.data) for c in out.commands] == [("customcrm", {"Name": "erp"})]
+
+
+@pytest.mark.parametrize("value", [1, 1.0, True, 0, False, "", None, "1", "2026-11-25", [1], {"a": 1}, [{"b": 2}]])
+def test_value_hash_is_the_same_with_the_cache_and_keeps_types_apart(value):
+    """``h`` remembers the hashes of scalars; 1, 1.0 and True are equal keys to a plain cache."""
+    assert engine.h(value) == engine._h(value)
+    assert engine.h(value) == engine.h(value)
+
+
+def test_value_hash_tells_one_one_point_oh_and_true_apart_and_empty_is_none():
+    assert len({engine.h(1), engine.h(1.0), engine.h(True)}) == 3
+    assert engine.h("") == engine.h(None)
