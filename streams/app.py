@@ -35,7 +35,6 @@ FAST_START = dict(
     broker_heartbeat_interval=1.0,
     broker_rebalance_timeout=10.0,
     broker_request_timeout=30.0,
-    broker_commit_interval=1.0,
     broker_max_poll_interval=300.0,
     table_standby_replicas=0,
     topic_replication_factor=1,
@@ -62,6 +61,7 @@ def make_app(settings: Settings | None = None, *, app_id: str | None = None, **o
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_host=settings.web_host,
+        broker_commit_interval=settings.commit_interval,
     )
     conf.update(overrides)
     kafka_compat.set_fetch_max_wait(settings.fetch_max_wait_ms)

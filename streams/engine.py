@@ -565,6 +565,12 @@ def _finish(out: Outcome, flow: Flow, now: float, refs: RefResolver | None, poli
     return out
 
 
+def provisional(link: dict) -> bool:
+    """Will the result of a write in flight replace this state soon? (The worker stores such a
+    state on the changelog only at its next offset commit; the result usually comes first.)"""
+    return bool(link["inflight"]) or bool(link["park"])
+
+
 def next_wake(link: dict, policy: Policy) -> float | None:
     """When this link needs a tick, from its state alone (None: never)."""
     wake = wake_plan(link, policy)

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
         default=50, ge=1, le=1500,
         description="Longest a consumer fetch waits for new data. The embedded broker answers an idle fetch only "
         "when this expires (it does not return early when data arrives), so it bounds the latency of every hop.")
+    commit_interval: float = Field(
+        default=10.0, gt=0, le=60,
+        description="Seconds between offset commits. A worker that dies reads again what came after its last "
+        "commit (every handler is idempotent). A link state that a write's result will replace is put on the "
+        "changelog only at the next commit, so the result usually comes first and a create costs one changelog "
+        "message, not two.")
     store: str = Field(default="memory://", description="Faust table store: memory:// or rocksdb://.")
     data_dir: str = Field(default=".talkstream", description="Worker data directory (RocksDB tables).")
     web_port: int = Field(default=6066, description="Port of the worker's web server (webhooks, metrics).")

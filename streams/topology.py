@@ -111,12 +111,42 @@ def get_link(key: str) -> dict | None:
     return orjson.loads(raw) if raw else None
 
 
+#: Links stored in the table but not yet on its changelog: link key -> changelog partition.
+unwritten: dict[str, int] = {}
+
+
 def put_link(key: str, link: dict) -> None:
-    """Store a link; an unchanged one (e.g. our own write read back) costs no changelog message."""
+    """Store a link; an unchanged one (e.g. our own write read back) costs no changelog message.
+
+    A provisional state (a write of it is in flight: ``engine.provisional``) goes to the
+    changelog only at the next flush of the producer, which Faust does before it commits
+    offsets, gives partitions away or stops (``write_unwritten``). The write's result usually
+    comes first, and then only the state after it is written: a create costs one changelog
+    message instead of two. Until the commit, the message that made the provisional state is
+    not committed either: a worker that dies before it is read again from there, as for any
+    other state, and the sinks' creates and updates are idempotent (origin stamp, match key,
+    compare before write)."""
     raw = orjson.dumps(link)
     if links.get(key) != raw:
-        links[key] = raw
+        if engine.provisional(link):
+            links.data[key] = raw
+            unwritten[key] = links.partition_for_key(key)
+        else:
+            links[key] = raw
+            unwritten.pop(key, None)
     _index(key, link)
+
+
+def write_unwritten() -> None:
+    """Send the provisional link states to the changelog (called at the start of every producer flush)."""
+    while unwritten:
+        key, partition = unwritten.popitem()
+        raw = links.data.get(key)
+        if raw is not None:
+            links.send_changelog(partition, key, raw)
+
+
+kafka_compat.before_producer_flush(write_unwritten)
 
 
 _SUMMARIES: dict[tuple, tuple] = {}  # the few distinct summaries, shared by every link that has one
@@ -145,6 +175,8 @@ async def _rebuild_link_index() -> None:
     """After every rebalance: index the links of the partitions this worker owns now (the
     in-memory store keeps links it wrote on partitions that moved to another worker)."""
     owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == FLOW_EVENTS}
+    for key in [key for key, partition in unwritten.items() if partition not in owned]:
+        del unwritten[key]  # its partition moved: the new owner reads its messages again from the commit
     schedule.clear()
     summaries.clear()
     summary_counts.clear()

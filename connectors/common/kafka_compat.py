@@ -511,6 +511,27 @@ def _seek_before_resume(method):
     return step
 
 
+_before_flush: list = []
+
+
+def before_producer_flush(callback) -> None:
+    """Call ``callback()`` (synchronous; it may send with ``send_soon``) at the start of every
+    flush of Faust's producer: before each offset commit, before a rebalance gives partitions
+    away, and at stop. What it sends is flushed with the rest."""
+    _before_flush.append(callback)
+
+
+def _patch_producer_flush(Producer) -> None:
+    original = Producer.flush
+
+    async def flush(self) -> None:
+        for callback in _before_flush:
+            callback()
+        await original(self)
+
+    Producer.flush = flush
+
+
 def apply() -> None:
     global _applied
     if _applied:
@@ -522,7 +543,7 @@ def apply() -> None:
     from aiokafka.consumer.fetcher import Fetcher
     from faust.tables.recovery import Recovery
     from faust.transport.consumer import Consumer
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Producer
     from faust.transport.producer import ProducerBuffer
 
     ProducerBuffer.max_messages = PRODUCER_BUFFER_MESSAGES
@@ -530,6 +551,7 @@ def apply() -> None:
     _patch_fetch_records(AIOKafkaConsumerThread)
     _patch_getmany(Consumer, _worker_assignment, _position)
     _patch_seek_to_committed(AIOKafkaConsumerThread)
+    _patch_producer_flush(Producer)
     Recovery._resume_streams = _seek_before_resume(Recovery._resume_streams)
     Recovery.on_recovery_completed = _seek_before_resume(Recovery.on_recovery_completed)
     _applied = True
