@@ -25,12 +25,15 @@ HTTP servers, and a real worker. Prints a table and writes
    links and routes tables, per-link summaries and wake-ups, product
    references).
 4. scale-out: the same load with a second worker joining the first.
-5. near-real-time edits: E edits/s for S seconds, alternating Customcrm and
+5. two workers started together: both are ready (the group settled) before
+   Customcrm gets its records (``POST /_sandbox/seed``); records/s from the
+   first seeded record, and every process's CPU per record.
+6. near-real-time edits: E edits/s for S seconds, alternating Customcrm and
    Business NXT (webhooks on, Customcrm polled every 0.5 s), each on a
    different order: p50/p95/p99 of the sync latency (source modification ->
    target write acknowledged, the worker's histogram), writes per edit and
    writes echoed back, counted per record.
-6. rate-limited load: the same load with the Business NXT sandbox enforcing
+7. rate-limited load: the same load with the Business NXT sandbox enforcing
    600 requests/min; records/s as a fraction of 600 x 100 rows per minute,
    429 responses seen, and writes that failed or were dead-lettered.
 
@@ -197,9 +200,14 @@ def fast_env(extra: dict | None = None) -> dict:
 # --------------------------------------------------------------------------- 1-3: initial load
 
 
-def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int = 1) -> dict:
+def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int = 1,
+                 together: bool = False) -> dict:
+    """One initial load. ``workers`` > 1: the others join once the first is ready and the load has
+    begun (scale-out), or, with ``together``, all start first and Customcrm gets its records after
+    every worker is ready (``POST /_sandbox/seed``; the time runs from then)."""
     tmp.mkdir(parents=True, exist_ok=True)
-    p = Pipeline(tmp, seed=n, crm_rate_limit="off", env_extra=fast_env({"TALKSTREAM_POLL_INTERVAL": "1.0"}))
+    p = Pipeline(tmp, seed=0 if together else n, crm_rate_limit="off",
+                 env_extra=fast_env({"TALKSTREAM_POLL_INTERVAL": "1.0"}))
     p.start()
     try:
         httpx.post(p.bnxt_base + "/_sandbox/config",
@@ -219,8 +227,19 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
         p.more_web_ports = []
         for i in range(2, workers + 1):  # scale-out: more workers join the running one's group
             port = free_port()
-            p._spawn(f"worker-{i}", ["worker", "-l", "info"], env={**p.worker_env(), "TALKSTREAM_WEB_PORT": str(port)})
+            more = p._spawn(f"worker-{i}", ["worker", "-l", "info"],
+                            env={**p.worker_env(), "TALKSTREAM_WEB_PORT": str(port)})
             p.more_web_ports.append(port)
+            pids[f"worker-{i}"] = more.process.pid
+            cpu_all_start[f"worker-{i}"] = cpu_seconds(more.process.pid)
+            if together:  # ready: it has its partitions, and the group is settled
+                wait_until(lambda: "talkstream worker ready" in more.output(), timeout=60,
+                           message=f"worker-{i} ready")
+        if together:  # the clock runs from the first seeded record: the workers read while it is added
+            cpu_all_start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            cpu_start, rss_start = cpu_seconds(p.worker.process.pid), peak_rss_mib(p.worker.process.pid)[0]
+            t0 = time.monotonic()
+            httpx.post(p.crm_url + "/_sandbox/seed", json={"n": n}, timeout=120).raise_for_status()
         halfway: dict[str, float] = {}
         samples: list[tuple[int, float]] = []  # (links, RSS MiB) every half second of the second half
 
@@ -475,7 +494,7 @@ def main() -> None:
     parser.add_argument("--edit-rate", type=float, default=20.0)
     parser.add_argument("--edit-seconds", type=float, default=60.0)
     parser.add_argument("--skip", action="append", default=[],
-                        help="skip a part: load, ceilings, scale-out, edits, rate-limited")
+                        help="skip a part: load, ceilings, scale-out, together, edits, rate-limited")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="a worker setting for every part (repeatable), e.g. TALKSTREAM_PARTITIONS=8")
     args = parser.parse_args()
@@ -519,6 +538,16 @@ def main() -> None:
                             "duplicates": two["duplicates"], "deadletters": two["deadletters"],
                             "messages_per_record": two["messages_per_record"]}
 
+    if "together" not in args.skip:
+        console.print("[bold]initial load, two workers started together[/] (records added once both are ready) ...")
+        both = initial_load(n, tmp / "together", workers=2, together=True)
+        out["two_workers"] = {"records_per_s": None if both["unlinked"] else both["records_per_s"],
+                              "seconds": both["seconds"], "unlinked": both["unlinked"],
+                              "duplicates": both["duplicates"], "deadletters": both["deadletters"],
+                              "messages_per_record": both["messages_per_record"],
+                              "machine_busy_fraction": both["machine_busy_fraction"],
+                              "cpu_ms_per_record_by_process": both["cpu_ms_per_record_by_process"]}
+
     if "edits" not in args.skip:
         console.print(f"[bold]edit stream[/]: {args.edit_rate:.0f} edits/s for {args.edit_seconds:.0f} s ...")
         edits = edit_stream(tmp / "edits", args.edit_rate, args.edit_seconds)
@@ -555,6 +584,7 @@ def main() -> None:
 
 TARGETS = {
     "initial_load.records_per_s": (">=", 1000),
+    "two_workers.records_per_s": (">=", 1000),
     "initial_load.ceiling_ratio_broker": (">=", 0.20),
     "latency.p50_s": ("<=", 1.0),
     "latency.p99_s": ("<=", 2.0),
@@ -574,7 +604,7 @@ def show(out: dict) -> None:
     table.add_column("target")
     table.add_column("met")
     rows = []
-    for section in ("initial_load", "scale_out", "api", "latency", "rate_limited", "memory"):
+    for section in ("initial_load", "scale_out", "two_workers", "api", "latency", "rate_limited", "memory"):
         for key, value in (out.get(section) or {}).items():
             if isinstance(value, (int, float)):
                 rows.append((f"{section}.{key}", value))

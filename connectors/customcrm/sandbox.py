@@ -27,6 +27,7 @@ Decisions the contract leaves open (documented in ``openapi.json`` too):
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import bisect
@@ -934,6 +935,19 @@ def create_app(
         except ApiFailure as exc:
             return fail(exc)
 
+    async def seed(request: Request) -> Response:
+        """``POST /_sandbox/seed {"n": N}``: add the deterministic sample records now (a benchmark
+        starts its workers first, then gives them the load)."""
+        try:
+            body = parse_json(await request.body() or b"{}")
+            n = body.get("n") if isinstance(body, dict) else None
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise ApiFailure(400, "bad_request", 'expected {"n": <positive integer>}')
+            await asyncio.to_thread(store.seed, n)
+            return json_response(store.counts(), 201)
+        except ApiFailure as exc:
+            return fail(exc)
+
     async def openapi(_: Request) -> Response:
         return Response(openapi_bytes(), media_type="application/json")
 
@@ -951,6 +965,7 @@ def create_app(
         Route(f"{API}/{{resource}}/{{id}}", delete_record, methods=["DELETE"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/_sandbox/inject/{resource}", inject, methods=["POST"]),
+        Route("/_sandbox/seed", seed, methods=["POST"]),
         *sb.control.routes(sb.extra_stats),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})

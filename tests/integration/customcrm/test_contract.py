@@ -308,3 +308,17 @@ def test_openapi_and_sandbox_controls(http, sandbox):
 def test_openapi_document_is_valid_openapi_3_1(sandbox):
     validator = pytest.importorskip("openapi_spec_validator")
     validator.validate(httpx.get(sandbox.url + "/openapi.json").json())
+
+
+def test_sandbox_seed_adds_the_sample_records_on_request(http, sandbox):
+    """``POST /_sandbox/seed`` (the benchmark gives running workers their load): N products,
+    N orders with lines naming them, N/10 users; a body without a positive ``n`` is a 400."""
+    r = httpx.post(sandbox.url + "/_sandbox/seed", json={"n": 20})
+    assert r.status_code == 201
+    counts = r.json()
+    assert {name: c["live"] for name, c in counts.items()} == {"products": 20, "orders": 20, "users": 2}
+    orders = http.get("/api/v1/orders", params={"limit": 100}).json()
+    product_ids = {p["Id"] for p in http.get("/api/v1/products", params={"limit": 100}).json()["items"]}
+    assert all(line["ProductId"] in product_ids for o in orders["items"] for line in o["Lines"])
+    for body in ({}, {"n": 0}, {"n": "5"}, {"n": True}):
+        assert httpx.post(sandbox.url + "/_sandbox/seed", json=body).status_code == 400
