@@ -49,7 +49,10 @@ own offset.
 
 Faust's producer buffer (table changelog messages) stops the streams, with a
 warning, once it holds over 100 messages; a flow-topic batch message writes up
-to 100 links, so ``apply()`` lets it hold ``PRODUCER_BUFFER_MESSAGES``.
+to 100 links, and the provisional link states written at a commit are
+thousands during a load (``streams.topology.write_unwritten``), so ``apply()``
+lets it hold ``PRODUCER_BUFFER_MESSAGES``. The messages hold the values the
+table holds anyway (no copies).
 
 Faust's tables write each change to the changelog partition of the event being
 processed, which its stream iteration sets one event at a time. The route agent
@@ -81,8 +84,9 @@ QUEUED_BATCHES_PER_PARTITION = 256
 #: The same for normal (multi-record) batches.
 QUEUED_FULL_BATCHES = 4
 #: Table changelog messages Faust's producer buffer holds before it stops the streams and
-#: logs "producer buffer full" (Faust: 100). One flow-topic batch writes up to 100 links.
-PRODUCER_BUFFER_MESSAGES = 1000
+#: logs "producer buffer full" (Faust: 100). One flow-topic batch writes up to 100 links; a
+#: commit during a load writes a few thousand provisional link states at once.
+PRODUCER_BUFFER_MESSAGES = 10000
 
 
 async def _maybe_leave_group(self) -> None:
