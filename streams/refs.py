@@ -57,12 +57,18 @@ class SharedRefs(Service):
         self._live_from: dict[TopicPartition, int] = {}  # end offsets at start: no holes from there on
         self._next: dict[TopicPartition, int] = {}  # the offset each partition's next record must have
         self._hole_since: dict[tuple[TopicPartition, int], float] = {}  # (partition, missing offset) -> seen
+        self._fresh: list[str] = []  # source ids linked since the last take_fresh()
 
     def __len__(self) -> int:
         return len(self.data)
 
     def get(self, key: str) -> str | None:
         return self.data.get(key)
+
+    def take_fresh(self) -> list[str]:
+        """The Customcrm product ids that got a reference since the last call (own or followed)."""
+        fresh, self._fresh = self._fresh, []
+        return fresh
 
     def put(self, source_id: str, target_id: str) -> bool:
         """Our own reference (the caller sends ``c:<source_id>`` to the topic when this returns
@@ -83,6 +89,7 @@ class SharedRefs(Service):
             self.data[key] = value
             if kind == "c":
                 self.data[f"b:{value}"] = ident
+                self._fresh.append(ident)
         return True
 
     async def on_start(self) -> None:

@@ -174,7 +174,9 @@ def _partition_of(key: str) -> int:
 async def _rebuild_link_index() -> None:
     """After every rebalance: index the links of the partitions this worker owns now (the
     in-memory store keeps links it wrote on partitions that moved to another worker)."""
+    global _refs_seen
     owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == FLOW_EVENTS}
+    _refs_seen = -2  # the next check looks at every parked order (fresh references may have been taken)
     for key in [key for key, partition in unwritten.items() if partition not in owned]:
         del unwritten[key]  # its partition moved: the new owner reads its messages again from the commit
     schedule.clear()
@@ -394,7 +396,7 @@ sinks = {pair: _make_sink(*pair) for pair in ENTITIES}
 # --------------------------------------------------------------------------- timers
 
 
-_refs_seen = -1  # product references counted at the last check
+_refs_seen = -2  # product references counted at the last check (-2: look at every parked order next)
 _refs_checked_at = 0.0
 
 
@@ -405,10 +407,13 @@ async def wake_links() -> None:
     now = time.time()
     # parked orders are checked against the product references only when new ones came in
     # (at most twice a second; each product looked up once per check)
-    linked = None
+    linked = fresh = None
     refs_count = len(product_refs)
     if refs_count != _refs_seen and now - _refs_checked_at >= 0.5:
-        _refs_seen, _refs_checked_at = refs_count, now
+        refs_seen_before, _refs_seen, _refs_checked_at = _refs_seen, refs_count, now
+        fresh = product_refs.take_fresh()  # only the orders waiting for one of these are looked at
+        if refs_seen_before == -2:
+            fresh = None  # after a recovery: every parked order
         known: dict[str, bool] = {}
 
         def linked(product: str) -> bool:
@@ -416,7 +421,7 @@ async def wake_links() -> None:
                 known[product] = REFS.to_target(product) is not None
             return known[product]
     await send_batched([(key, {"kind": "tick", "flow": key.split(":", 1)[0]})
-                        for key in schedule.due(now, linked)])
+                        for key in schedule.due(now, linked, fresh)])
 
 
 def _make_poll_timer(system: str, entity: str):

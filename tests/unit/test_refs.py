@@ -86,3 +86,14 @@ def test_records_read_again_do_not_undo_a_later_one():
     assert refs.take(TP, [_ref(0, "p", "OLD"), _ref(1, "p", "NEW")], now=0) is None
     assert refs.take(TP, [_ref(0, "p", "OLD"), _ref(1, "p", "NEW"), _ref(2, "q", "Q")], now=1) is None
     assert refs.get("c:p") == "NEW" and refs.get("c:q") == "Q"
+
+
+def test_newly_linked_products_are_handed_out_once():
+    """The wake-up timer asks which products got a reference since it last asked."""
+    refs = _refs()
+    refs.put("prd_1", "SKU-1")  # our own
+    refs._set("c:prd_2", "SKU-2")  # followed from another worker
+    refs._set("b:SKU-3", "prd_3")  # an old reverse record: not a new link
+    refs.put("prd_1", "SKU-1")  # known already
+    assert refs.take_fresh() == ["prd_1", "prd_2"]
+    assert refs.take_fresh() == []
