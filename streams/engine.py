@@ -566,8 +566,9 @@ def _finish(out: Outcome, flow: Flow, now: float, refs: RefResolver | None, poli
 
 
 def provisional(link: dict) -> bool:
-    """Will the result of a write in flight replace this state soon? (The worker stores such a
-    state on the changelog only at its next offset commit; the result usually comes first.)"""
+    """Will a later state replace this one soon: a write in flight awaits its result, or an
+    order waits for its products? (The worker puts such a state on the changelog only at its
+    next offset commit; usually the state after it comes first.)"""
     return bool(link["inflight"]) or bool(link["park"])
 
 

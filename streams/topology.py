@@ -118,8 +118,8 @@ unwritten: dict[str, int] = {}
 def put_link(key: str, link: dict) -> None:
     """Store a link; an unchanged one (e.g. our own write read back) costs no changelog message.
 
-    A provisional state (a write of it is in flight: ``engine.provisional``) goes to the
-    changelog only at the next flush of the producer, which Faust does before it commits
+    A provisional state (a write in flight, an order parked: ``engine.provisional``) goes to
+    the changelog only at the next flush of the producer, which Faust does before it commits
     offsets, gives partitions away or stops (``write_unwritten``). The write's result usually
     comes first, and then only the state after it is written: a create costs one changelog
     message instead of two. Until the commit, the message that made the provisional state is
