@@ -942,27 +942,22 @@ class Flow(_Model):
         return MappingError(reason, flow=self.id, path=path, field=field, value=value)
 
     @staticmethod
-    def _bounds_error(prop: Property, canon: Any) -> str | None:
-        """Why a canonical number is below the property's minimum, or None."""
+    def _bounded(prop: Property, canon: Any) -> Any:
+        """``canon``, or ``_Invalid`` when it is below the property's minimum."""
         if canon is None or (prop.minimum is None and prop.exclusive_minimum is None):
-            return None
+            return canon
         number = Decimal(canon)  # canonical int or decimal text
         if prop.minimum is not None and number < prop.minimum:
-            return f"must be at least {_decimal_text(prop.minimum)}"
+            raise _Invalid(f"must be at least {_decimal_text(prop.minimum)}")
         if prop.exclusive_minimum is not None and number <= prop.exclusive_minimum:
-            return f"must be greater than {_decimal_text(prop.exclusive_minimum)}"
-        return None
+            raise _Invalid(f"must be greater than {_decimal_text(prop.exclusive_minimum)}")
+        return canon
 
     def _read(self, side: Side, prop: Property, raw: Any, ctx: _Ctx) -> Any:
         """The canonical value of one raw value; raises ``_Invalid`` (the caller names the
         path: building it for every value cost more than the conversion)."""
         conv = _CONVERTERS[prop.convert]
-        canon = (conv.from_source if side == "source" else conv.from_target)(raw, ctx, self.id)
-        if prop.minimum is not None or prop.exclusive_minimum is not None:
-            reason = self._bounds_error(prop, canon)
-            if reason is not None:
-                raise _Invalid(reason)
-        return canon
+        return self._bounded(prop, (conv.from_source if side == "source" else conv.from_target)(raw, ctx, self.id))
 
     def _value_in(self, side: Side, prop: Property, raw: Any, ctx: _Ctx, path: str, field_: str) -> Any:
         try:
@@ -1009,12 +1004,7 @@ class Flow(_Model):
 
     def _canonical(self, prop: Property, value: Any) -> Any:
         """A canonical value normalised again; raises ``_Invalid`` (the caller names the path)."""
-        canon = _CONVERTERS[prop.convert].canonical(value)
-        if prop.minimum is not None or prop.exclusive_minimum is not None:
-            reason = self._bounds_error(prop, canon)
-            if reason is not None:
-                raise _Invalid(reason)
-        return canon
+        return self._bounded(prop, _CONVERTERS[prop.convert].canonical(value))
 
     def _canonical_value(self, prop: Property, value: Any, path: str) -> Any:
         if prop.is_lines:
