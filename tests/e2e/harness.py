@@ -191,6 +191,19 @@ async def crm_all(p: Pipeline, resource: str) -> list[dict]:
                 return out
 
 
+def crm_create(p: Pipeline, resource: str, data: dict) -> dict:
+    """Create a Customcrm record as a person would (through the API)."""
+    async def go():
+        async with p.crm() as c:
+            return await c.create(resource, data)
+    return run(go())
+
+
+def worker_status(p: Pipeline) -> dict:
+    """The worker's ``/status``: links per flow and status, last polls, readiness."""
+    return httpx.get(f"http://127.0.0.1:{p.web_port}/status", timeout=5).json()
+
+
 async def bnxt_all(p: Pipeline, table: str) -> list[dict]:
     async with p.bnxt() as b:
         return await b.read_all(table, page_size=5000)

@@ -14,16 +14,9 @@ import pytest
 
 from connectors.common.kafka import read_all
 from streams.engine import PENDING
-from tests.e2e.harness import bnxt_all, run, stamped, wait_for
+from tests.e2e.harness import bnxt_all, crm_create, run, stamped, wait_for, worker_status
 
 pytestmark = pytest.mark.e2e
-
-
-def crm_create(p, resource, data):
-    async def go():
-        async with p.crm() as c:
-            return await c.create(resource, data)
-    return run(go())
 
 
 def changelog(p, key: str) -> list[dict]:
@@ -34,7 +27,7 @@ def changelog(p, key: str) -> list[dict]:
 
 
 def flow_status(p, flow: str) -> dict:
-    return httpx.get(f"http://127.0.0.1:{p.web_port}/status", timeout=5).json()["flows"][flow]
+    return worker_status(p)["flows"][flow]
 
 
 def bnxt_config(p, **body) -> None:

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from streams.mapping import load_mapping
-from tests.e2e.harness import settle, Pipeline, bnxt_all, crm_all, run, stamped, wait_for, writes
+from tests.e2e.harness import settle, Pipeline, bnxt_all, crm_all, crm_create, run, stamped, wait_for, writes
 
 pytestmark = pytest.mark.e2e
 
@@ -46,13 +46,6 @@ def crm_patch(p, resource, id, patch):
     async def go():
         async with p.crm() as c:
             return await c.update(resource, id, patch)
-    return run(go())
-
-
-def crm_create(p, resource, data):
-    async def go():
-        async with p.crm() as c:
-            return await c.create(resource, data)
     return run(go())
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from connectors.common.kafka import read_all
-from tests.e2e.harness import settle, Pipeline, bnxt_all, crm_all, run, stamped, wait_for, writes
+from tests.e2e.harness import settle, Pipeline, bnxt_all, crm_all, run, stamped, wait_for, worker_status, writes
 
 pytestmark = pytest.mark.e2e
 
@@ -35,14 +35,10 @@ def p(tmp_path_factory):
         pipe.stop()
 
 
-def _status(p) -> dict:
-    return httpx.get(f"http://127.0.0.1:{p.web_port}/status", timeout=5).json()
-
-
 def _all_linked(p) -> bool:
     from streams.progress import Progress
 
-    return Progress.all_linked(_status(p))
+    return Progress.all_linked(worker_status(p))
 
 
 def test_replay_in_sync_makes_zero_writes(p):
@@ -155,4 +151,4 @@ def test_status_reports_what_the_link_state_takes_in_memory(p):
     assert sum(map(len, stored)) < memory["parts"]["links"] < 3 * sum(map(len, stored))
     assert set(memory["parts"]) == {"links", "routes", "summaries", "wakeups", "product_refs"}
     assert memory["bytes"] == sum(memory["parts"].values())
-    assert "state_memory" not in _status(p)  # the walk only when asked
+    assert "state_memory" not in worker_status(p)  # the walk only when asked

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from streams.embedded_broker import EmbeddedBroker
-from tests.e2e.harness import bnxt_all, crm_all, in_sync, run, stamped, wait_for, writes
+from tests.e2e.harness import bnxt_all, crm_all, in_sync, run, stamped, wait_for, worker_status, writes
 
 pytestmark = pytest.mark.e2e
 
@@ -71,5 +71,4 @@ def test_broker_loss_rebuilds_links_without_duplicates_or_writes(pipeline_factor
 
 
 def _linked(p) -> int:
-    data = httpx.get(f"http://127.0.0.1:{p.web_port}/status", timeout=5).json()
-    return sum(f["linked"] for f in data["flows"].values())
+    return sum(f["linked"] for f in worker_status(p)["flows"].values())

@@ -7,16 +7,9 @@ import random
 
 import pytest
 
-from tests.e2e.harness import bnxt_all, crm_all, in_sync, run, stamped, wait_for, wait_in_sync
+from tests.e2e.harness import bnxt_all, crm_all, crm_create, in_sync, run, stamped, wait_for, wait_in_sync
 
 pytestmark = pytest.mark.e2e
-
-
-def crm_create(p, resource, data):
-    async def go():
-        async with p.crm() as c:
-            return await c.create(resource, data)
-    return run(go())
 
 
 def deadletters(p) -> list[dict]:
