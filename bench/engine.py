@@ -19,7 +19,7 @@ import orjson
 from connectors.customcrm.sandbox import Store
 from schemas.change import ChangeEvent
 from schemas.command import WriteResult
-from streams import engine
+from streams import engine, linkcodec
 from streams.mapping import load_mapping
 
 
@@ -49,9 +49,9 @@ def one_pass(flow, messages: list[dict], refs: _Refs, policy: engine.Policy) -> 
         key = f"{flow.id}:{message['id']}"
         raw = links.get(key)
         event = ChangeEvent.model_validate(message)
-        out = engine.handle_change(orjson.loads(raw) if raw else None, flow, event, key,
+        out = engine.handle_change(linkcodec.unpack(key, raw) if raw else None, flow, event, key,
                                    now=1.0, refs=refs, policy=policy)
-        links[key] = orjson.dumps(out.link)
+        links[key] = linkcodec.pack(out.link)
         command = out.commands[0]
         command.to_bytes()
         result = WriteResult(command_id=command.command_id, flow=command.flow, link_key=key,
@@ -59,8 +59,9 @@ def one_pass(flow, messages: list[dict], refs: _Refs, policy: engine.Policy) -> 
                              target_id=str(1000 + i), version="2026-11-25T10:00:00.0000000Z",
                              record=command.data)
         result = WriteResult.model_validate(orjson.loads(result.to_bytes()))
-        out = engine.handle_result(orjson.loads(links[key]), flow, result, now=1.0, refs=refs, policy=policy)
-        links[key] = orjson.dumps(out.link)
+        out = engine.handle_result(linkcodec.unpack(key, links[key]), flow, result, now=1.0, refs=refs,
+                                   policy=policy)
+        links[key] = linkcodec.pack(out.link)
     return time.perf_counter() - t0
 
 

@@ -126,8 +126,12 @@ def test_example_consumer_mirrors_all_orders(p, tmp_path):
         def mirrored():
             if not db_path.exists():
                 return False
-            with sqlite3.connect(db_path) as db:
-                rows = {(s, i): (n, d) for s, i, n, d in db.execute("SELECT system, id, name, deleted FROM orders")}
+            try:
+                with sqlite3.connect(db_path) as db:
+                    rows = {(s, i): (n, d) for s, i, n, d in db.execute(
+                        "SELECT system, id, name, deleted FROM orders")}
+            except sqlite3.OperationalError:  # the file is there, its table not yet (the mirror is starting)
+                return False
             crm = {("customcrm", o["Id"]): (o["Name"], int(o["Deleted"])) for o in run(crm_all(p, "orders"))}
             erp = {("businessnxt", str(o["orderNo"])): (o["name"], 0) for o in run(bnxt_all(p, "order"))}
             return all(rows.get(k) == v for k, v in {**crm, **erp}.items())

@@ -1,0 +1,77 @@
+"""How a link state is stored: compact JSON bytes in the ``links`` table and its changelog.
+
+A settled link repeats itself: what each side last reported (``rep``) and what
+we last wrote (``wrote``) are the same property hashes, up to three times, and
+most other keys hold their empty defaults. :func:`pack` leaves those out:
+
+- a side's ``rep``/``wrote`` hashes equal to a slot stored before it (in the
+  order ``rep.customcrm``, ``rep.businessnxt``, ``wrote.customcrm``,
+  ``wrote.businessnxt``) are stored as a reference to it, ``"=rep.customcrm"``;
+  empty sides are left out;
+- keys holding their ``engine.new_link`` default are left out, and so is
+  ``key`` (the table's key).
+
+:func:`unpack` restores the full state (a referenced slot is copied, so the
+decisions may change one side without the other), and reads the full form of
+earlier versions unchanged. ``flow``, ``status`` and ``ids`` are always kept:
+readers of the changelog (``talkstream status``, users' own consumers) find
+them as before. A settled order link takes about 40 % fewer bytes; no hashing,
+only comparisons. Pure functions, no I/O.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from streams.engine import SIDES, new_link
+
+_HASHED = ("rep", "wrote")
+_SLOTS = tuple((name, side) for name in _HASHED for side in SIDES)  # a reference names an earlier slot
+_ALWAYS = frozenset({"flow", "status", "ids"})
+_DEFAULTS_ITEMS = tuple((k, v) for k, v in new_link("", "").items()
+                        if k not in _ALWAYS and k not in _HASHED and k != "key")
+
+
+def pack(link: dict) -> bytes:
+    """The stored bytes of a link state (see the module docstring)."""
+    out = dict(link)
+    del out["key"]
+    for name, default in _DEFAULTS_ITEMS:
+        if name in out and out[name] == default:
+            del out[name]
+    stored: list[tuple[str, dict]] = []  # (reference, hashes) of the slots stored so far
+    for name in _HASHED:
+        value = out.pop(name, None)
+        if not isinstance(value, dict):
+            if value is not None:
+                out[name] = value
+            continue
+        sides: dict[str, Any] = {}
+        for side, hashes in value.items():
+            if not hashes:
+                continue
+            sides[side] = next((ref for ref, earlier in stored if earlier == hashes), None) or hashes
+            if sides[side] is hashes:
+                stored.append((f"={name}.{side}", hashes))
+        if sides:
+            out[name] = sides
+    return orjson.dumps(out)
+
+
+def unpack(key: str, raw: bytes) -> dict:
+    """The full link state of stored bytes (packed or not)."""
+    link = orjson.loads(raw)
+    link["key"] = key
+    for name in _HASHED:
+        value = link.get(name) or {}
+        link[name] = {side: value.get(side) or {} for side in SIDES}
+    for name, side in _SLOTS:
+        hashes = link[name][side]
+        if hashes.__class__ is str:  # "=rep.customcrm": a copy of that slot
+            ref_name, _, ref_side = hashes[1:].partition(".")
+            link[name][side] = dict(link[ref_name][ref_side])
+    for name, default in _DEFAULTS_ITEMS:
+        if name not in link:
+            link[name] = default.copy() if default.__class__ is dict else default  # flat: a copy suffices
+    return link
