@@ -61,7 +61,7 @@ flow_events = _raw_topic(FLOW_EVENTS)
 deadletter_topic = _raw_topic(DEADLETTER_TOPIC)
 command_topics = {pair: _raw_topic(command_topic(*pair)) for pair in ENTITIES}
 
-#: Each link as compact JSON bytes (``streams.linkcodec``): a sixth of the memory of the dict, and no
+#: Each link as compact JSON bytes (``streams.linkcodec``): far less memory than the dict, and no
 #: Faust JSON encoding per write.
 links = app.Table("links", default=None, partitions=PARTITIONS, value_type=bytes)  # bytes: the "raw" codec
 routes = app.Table("routes", default=None, partitions=PARTITIONS)
