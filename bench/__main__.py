@@ -23,7 +23,10 @@ HTTP servers, and a real worker. Prints a table and writes
    half second (less moved by one moment's buffers), and the link
    state itself per link, walked by the worker (``/status?memory=1``: the
    links and routes tables, per-link summaries and wake-ups, product
-   references).
+   references). Then the worker is stopped and a new one started: its RSS once it
+   recovered every link from the changelog, less the first worker's RSS when it
+   was ready with none, per link, is the memory a link takes at rest (the load's
+   buffers and the allocator's high-water mark left out).
 4. scale-out: the same load with a second worker joining the first.
 5. two workers started together: both are ready (the group settled) before
    Customcrm gets its records (``POST /_sandbox/seed``); records/s from the
@@ -201,10 +204,11 @@ def fast_env(extra: dict | None = None) -> dict:
 
 
 def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int = 1,
-                 together: bool = False) -> dict:
+                 together: bool = False, restart: bool = False) -> dict:
     """One initial load. ``workers`` > 1: the others join once the first is ready and the load has
     begun (scale-out), or, with ``together``, all start first and Customcrm gets its records after
-    every worker is ready (``POST /_sandbox/seed``; the time runs from then)."""
+    every worker is ready (``POST /_sandbox/seed``; the time runs from then). ``restart``: then
+    stop the worker and measure a new one that recovered every link (memory at rest)."""
     tmp.mkdir(parents=True, exist_ok=True)
     p = Pipeline(tmp, seed=0 if together else n, crm_rate_limit="off",
                  env_extra=fast_env({"TALKSTREAM_POLL_INTERVAL": "1.0"}))
@@ -244,6 +248,8 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
         samples: list[tuple[int, float]] = []  # (links, RSS MiB) every half second of the second half
 
         def done() -> bool:
+            if not p.worker.alive():  # fail now, not at the timeout
+                raise RuntimeError(f"the worker stopped during the load:\n{p.worker.output()[-3000:]}")
             linked, busy = linked_and_busy(p)
             if not halfway and linked >= records // 2:  # for the memory slope
                 halfway.update(links=linked, rss=peak_rss_mib(p.worker.process.pid)[0])
@@ -276,6 +282,8 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
                             if line.startswith("talkstream_writes_total{") and 'status="ok"' not in line)
         rows = run(bnxt_all(p, "order"))
         dupes = sum(len(v) - 1 for v in stamped(rows, "customcrm:order:").values())
+        parked = metric_sum(text, "talkstream_parked_total")
+        at_rest = _recovered_rss_mib(p, records) if restart and workers == 1 else None
         return {
             "records": records,
             "seconds": elapsed,
@@ -294,7 +302,13 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
             "failed_writes": failed_writes,
             "duplicates": dupes,
             "unlinked": unlinked,
+            "parked": parked,  # times a link waited for its products (each costs a decision and a state)
             "worker_rss_mib": rss,
+            # a new worker that recovered every link from the changelog, against the first one when
+            # it was ready with none: the memory each link takes at rest, without the load's buffers
+            "worker_rss_recovered_mib": at_rest,
+            "bytes_per_link_at_rest": ((at_rest - rss_start) * 1024 * 1024 / records
+                                       if at_rest is not None else None),
             "worker_peak_rss_mib": peak,
             # the worker's RSS growth per link from the second half of the load (start-up and
             # first-traffic allocations excluded) and, coarser, from the start
@@ -310,6 +324,14 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
         }
     finally:
         p.stop()
+
+
+def _recovered_rss_mib(p: Pipeline, records: int) -> float:
+    """Stop the worker, start a new one and return its RSS once it holds every link again."""
+    p.worker.stop()
+    p.start_worker()
+    wait_until(lambda: all_linked(p, records), timeout=600, interval=0.5, message=f"{records} links recovered")
+    return peak_rss_mib(p.worker.process.pid)[0]
 
 
 def _slope(points: list[tuple[int, float]]) -> float | None:
@@ -507,14 +529,18 @@ def main() -> None:
 
     if "load" not in args.skip:
         console.print(f"[bold]initial load[/]: {n} products, {n} orders, {n // 10} users ...")
-        load = initial_load(n, tmp / "load")
+        load = initial_load(n, tmp / "load", restart=True)
         out["initial_load"] = load
         out["api"] = {"requests_per_record_initial": (load["requests_customcrm"] + load["requests_businessnxt"])
                       / load["records"],
                       "requests_per_record_initial_customcrm": load["requests_customcrm"] / load["records"],
                       "requests_per_record_initial_businessnxt": load["requests_businessnxt"] / load["records"]}
-        out["memory"] = {"peak_rss_mib": load["worker_peak_rss_mib"], "bytes_per_link": load["bytes_per_link"],
-                         "bytes_per_link_fitted": load["bytes_per_link_fitted"],
+        # bytes per link: what a worker holding the links takes for each (at rest); the RSS growth
+        # during the load also carries the load's buffers (with pacing, the orders come in the second half)
+        out["memory"] = {"peak_rss_mib": load["worker_peak_rss_mib"],
+                         "bytes_per_link": load["bytes_per_link_at_rest"],
+                         "bytes_per_link_during_load": load["bytes_per_link"],
+                         "bytes_per_link_during_load_fitted": load["bytes_per_link_fitted"],
                          "state_bytes_per_link": load["state_bytes_per_link"], "links": load["records"]}
         if "ceilings" not in args.skip:
             console.print("ceiling (a): bare produce->consume, one record per batch ...")

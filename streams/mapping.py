@@ -653,6 +653,30 @@ class Flow(_Model):
             return self.property_by_name(name).direction == "both"  # KeyError for an unknown name
         return direction == "both"
 
+    @cached_property
+    def _reference_items(self) -> tuple[tuple[str, str], ...]:
+        """(lines property, item property) of the line items that name a product."""
+        return tuple((p.source, i.source) for p in self.properties if p.is_lines and p.source
+                     for i in p.items or () if i.convert == "product_ref" and i.source)
+
+    @property
+    def names_products(self) -> bool:
+        """Do this flow's source records name products (resolved through the product links)?"""
+        return bool(self._reference_items)
+
+    def source_references(self, record: Any) -> list[str]:
+        """The Customcrm product ids a source record names, in order, each once (anything that
+        is not one, e.g. a malformed line, is passed over: the decision reports it)."""
+        ids: dict[str, None] = {}
+        if isinstance(record, dict):
+            for lines_name, item_name in self._reference_items:
+                lines = record.get(lines_name)
+                for line in lines if isinstance(lines, list) else ():
+                    value = line.get(item_name) if isinstance(line, dict) else None
+                    if isinstance(value, str):
+                        ids[value] = None
+        return list(ids)
+
     def target_fields(self) -> list[str]:
         """Top-level Businessnxt fields a connector should select for this flow
         (key, origin field, mapped non-line fields), in a stable order."""
@@ -1074,6 +1098,11 @@ class Mapping(_Model):
             if f.id == flow_id:
                 return f
         raise KeyError(f"no flow {flow_id!r} (known: {', '.join(f.id for f in self.flows)})")
+
+    def reference_sources(self) -> set[tuple[str, str]]:
+        """The source (system, entity) pairs whose links are the product references: flows
+        matched by key (``product-product``)."""
+        return {(f.source.system, f.source.entity) for f in self.flows if f.match is not None}
 
     def flows_for(self, system: str, entity: str) -> list[Flow]:
         """Flows with ``system``/``entity`` on either side, in file order."""

@@ -58,11 +58,12 @@ class Runtime(Service):
     """Clients, writers, pollers and the webhook receiver of one worker."""
 
     def __init__(self, settings: Settings, entities: list[tuple[str, str]], *,
-                 single_record_batches: Callable[[], bool], **kwargs: Any) -> None:
+                 single_record_batches: Callable[[], bool], pacer: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.entities = entities  # (system, entity) pairs the mapping's flows use
         self.single_record_batches = single_record_batches
+        self.pacer = pacer  # when the Customcrm pollers publish a page (streams.pacing)
         self.customcrm: CustomcrmClient | None = None
         self.businessnxt: BusinessnxtClient | None = None
         self.writers: dict[str, Any] = {}
@@ -103,7 +104,8 @@ class Runtime(Service):
         for system, entity in self.entities:
             if system == "customcrm":
                 poller = CustomcrmPoller(self.customcrm, publisher, watermarks, entity,
-                                         page_size=s.poll_page_size, dead_letters=self.deadletters)
+                                         page_size=s.poll_page_size, dead_letters=self.deadletters,
+                                         pacer=self.pacer)
             else:
                 poller = BusinessnxtPoller(self.businessnxt, publisher, watermarks, entity, timezone=s.timezone,
                                            page_size=s.poll_page_size, dead_letters=self.deadletters)

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     sink_batch_wait: float = Field(default=0.2, ge=0, description="Seconds a sink waits to fill a batch.")
     park_timeout: float = Field(default=300.0, gt=0, description="Seconds (of worker uptime) an order waits "
                                 "for its products to be linked before it is dead-lettered.")
+    reference_wait: float = Field(default=60.0, ge=0, description="Seconds a polled page of orders waits, at "
+                                  "most, for the products it names to be linked before it is published "
+                                  "(0: never; see README, Pacing by reference).")
     write_retry_max: int = Field(default=8, ge=1, description="Attempts of a retryable write before dead-lettering.")
     ack_timeout: float = Field(default=30.0, gt=0, description="Seconds before a write with no result is re-sent.")
     customcrm_rate_limit: float = Field(default=9.0, gt=0, description="Customcrm requests per second (client side).")

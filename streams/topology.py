@@ -14,7 +14,8 @@
 - one ``sink`` agent per command topic writes batches through the connector's
   writer and sends each result back to ``talkstream.flow.events``.
 - a timer sends ``tick`` messages to links that asked to be woken (parked
-  orders, retries, lost results); the pollers run as leader-only timers.
+  orders, retries, lost results); the pollers run as leader-only timers, a page of
+  orders waiting for the products it names (``streams.pacing``).
 
 Everything is derived from the mapping: a new flow or property needs no new agent.
 """
@@ -36,6 +37,7 @@ from schemas.deadletter import DEADLETTER_TOPIC, DeadLetter
 from streams import engine, flowmessages, linkcodec, metrics
 from streams.app import app
 from streams.mapping import load_mapping
+from streams.pacing import ReferencePacer
 from streams.refs import REFS_TOPIC, SharedRefs
 from streams.routing import route, route_key
 from streams.runtime import Runtime
@@ -76,7 +78,9 @@ def _single_record_batches() -> bool:
     return app.conf.producer_max_batch_size == SINGLE_RECORD_BATCH_SIZE
 
 
-runtime = Runtime(settings, ENTITIES, single_record_batches=_single_record_batches)
+pacer = ReferencePacer(mapping, linked=lambda product: product_refs.get(f"c:{product}") is not None,
+                       links_made=lambda: len(product_refs), bound=settings.reference_wait)
+runtime = Runtime(settings, ENTITIES, single_record_batches=_single_record_batches, pacer=pacer)
 app.service(runtime)
 
 

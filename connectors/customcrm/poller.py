@@ -15,6 +15,10 @@ Records that do not match the contract models become dead letters (stage
 ``poll``); the poller carries on. Delivery is at-least-once: a crash between
 the broker's ack and the watermark save re-publishes that page on restart
 (consumers dedupe by ``id`` + ``version``).
+
+A ``pacer`` may hold a page before it is published (``streams.pacing``: a page
+of orders waits, bounded, for the products it names to be linked); it is told
+what was published and when a poll reached the end of its feed.
 """
 from __future__ import annotations
 
@@ -40,6 +44,31 @@ class Publisher(Protocol):
 
 class DeadLetterSink(Protocol):
     async def publish(self, entry: DeadLetter) -> None: ...
+
+
+class Pacer(Protocol):
+    """When to publish a page (``streams.pacing``: orders wait for the products they name)."""
+
+    def poll_started(self, system: str, entity: str) -> float: ...
+    def poll_finished(self, system: str, entity: str, started: float) -> None: ...
+    async def before_publish(self, system: str, entity: str, records: Sequence[Any], read_at: float) -> float: ...
+    def published(self, system: str, entity: str, records: Sequence[Any]) -> None: ...
+
+
+class NoPacing:
+    """Publish every page at once."""
+
+    def poll_started(self, system: str, entity: str) -> float:
+        return 0.0
+
+    def poll_finished(self, system: str, entity: str, started: float) -> None:
+        pass
+
+    async def before_publish(self, system: str, entity: str, records: Sequence[Any], read_at: float) -> float:
+        return 0.0
+
+    def published(self, system: str, entity: str, records: Sequence[Any]) -> None:
+        pass
 
 
 # --------------------------------------------------------------------------- pure parts
@@ -168,6 +197,7 @@ class CustomcrmPoller:
         page_size: int = 500,
         dead_letters: DeadLetterSink | None = None,
         topic: str | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.client = client
         self.publisher = publisher
@@ -178,6 +208,7 @@ class CustomcrmPoller:
         self.dead_letters = dead_letters
         self.topic = topic  # override of customcrm.<entity>.changes (tests)
         self.key = watermark_key(SYSTEM, entity)
+        self.pacer = pacer or NoPacing()
         self._watermark: Watermark | None = None
 
     async def watermark(self) -> Watermark:
@@ -189,6 +220,7 @@ class CustomcrmPoller:
     async def poll_once(self) -> int:
         """Read the feed from the watermark to its end; returns the number of events published."""
         wm = await self.watermark()
+        started = self.pacer.poll_started(SYSTEM, self.entity)
         published = 0
         cursor: str | None = None
         while True:
@@ -200,10 +232,12 @@ class CustomcrmPoller:
             plan = plan_page(self.resource, items, wm)
             events = [change_event(self.entity, r) for r in plan.publish]
             if events:
+                await self.pacer.before_publish(SYSTEM, self.entity, plan.publish, started)
                 if self.topic is not None:
                     await self.publisher.publish(events, topic=self.topic)
                 else:
                     await self.publisher.publish(events)
+                self.pacer.published(SYSTEM, self.entity, plan.publish)
             for bad in plan.invalid:
                 await self._dead_letter(bad)
             if plan.watermark != wm:
@@ -211,6 +245,7 @@ class CustomcrmPoller:
                 wm = self._watermark = plan.watermark
             published += len(events)
             if not items or cursor is None:
+                self.pacer.poll_finished(SYSTEM, self.entity, started)
                 return published
 
     def invalidate(self) -> None:

@@ -18,10 +18,11 @@ def deadletters(p) -> list[dict]:
 
 def test_order_waits_for_its_product_then_syncs(pipeline_factory):
     """An order whose product is created in the same run (and linked after the order
-    arrives) parks, then syncs once the product link exists."""
+    arrives) parks, then syncs once the product link exists. (Pacing by reference is off:
+    it would hold the order until the product is linked, and then nothing parks.)"""
     import httpx
 
-    p = pipeline_factory(seed=0)
+    p = pipeline_factory(seed=0, env_extra={"TALKSTREAM_REFERENCE_WAIT": "0"})
     p.start_worker()
     # the ERP answers slowly for a while, so the product's link is made well after the order arrives
     httpx.post(p.bnxt_base + "/_sandbox/faults", json={"latency_ms": 2500}).raise_for_status()
