@@ -1,6 +1,8 @@
 """Prometheus metrics of a worker (served at ``/metrics`` on the worker's web server)."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry()
@@ -31,6 +33,13 @@ LINKS = Gauge("talkstream_links", "Links held by this worker, per flow and statu
               registry=REGISTRY)
 
 
+@lru_cache(maxsize=1024)
+def child(metric, *labels: str):
+    """``metric.labels(*labels)``, remembered: counted per event, and ``labels()`` takes a lock and
+    checks the label values every time (the label values here are few: topics, flows, actions)."""
+    return metric.labels(*labels)
+
+
 def exposition() -> bytes:
     return generate_latest(REGISTRY)
 
@@ -38,10 +47,10 @@ def exposition() -> bytes:
 def record_actions(flow: str, actions: list[str]) -> None:
     for action in actions:
         name = action.split(":", 1)[0] if not action.startswith("skip:") else action
-        DECISIONS.labels(flow, name).inc()
+        child(DECISIONS, flow, name).inc()
         if action == "skip:echo":
-            ECHOES.labels(flow).inc()
+            child(ECHOES, flow).inc()
         elif action == "merge":
-            MERGES.labels(flow).inc()
+            child(MERGES, flow).inc()
         elif action == "park":
-            PARKED.labels(flow).inc()
+            child(PARKED, flow).inc()

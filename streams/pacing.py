@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from streams.mapping import Mapping
 
@@ -89,26 +89,33 @@ class ReferencePacer:
         return {product for flow in self.naming.get((system, entity), ()) for record in records
                 for product in flow.source_references(record)}
 
-    def awaited(self, products: set[str], read_at: float) -> set[str]:
+    def awaited(self, products: Iterable[str], read_at: float) -> set[str]:
         """Which of the products named by a page read at ``read_at`` it waits for now. Once not
         waited for, a product is never waited for again (links stay, polls only catch up)."""
+        waits = self._waits(read_at)
+        return {product for product in products if waits(product)}
+
+    def _waits(self, read_at: float) -> Callable[[str], bool]:
         caught_up = all(self._caught_up.get(pair, float("-inf")) >= read_at for pair in self.referenced)
         now = self.clock()
-        waiting: set[str] = set()
-        for product in products:
+
+        def waits(product: str) -> bool:
             if self.linked(product):
-                continue
+                return False
             published = self._published.get(product)
-            if not caught_up or (published is not None and now - published < self.bound):
-                waiting.add(product)
-        return waiting
+            return not caught_up or (published is not None and now - published < self.bound)
+        return waits
 
     async def before_publish(self, system: str, entity: str, records: Sequence[Any], read_at: float) -> float:
         """Wait until the products a page names are linked (bounded, see the module); returns the
         seconds waited."""
         if self.bound <= 0 or (self._idle_at is not None and self.links_made() == self._idle_at):
             return 0.0
-        waiting = self.awaited(self.named(system, entity, records), read_at)
+        # the products the page waits for, the first to be linked last: each look drops the ones
+        # linked from the end and stops at the first still awaited (a page that waits for many
+        # products looks at each about once, not at all of them every step)
+        waiting = sorted(self.awaited(self.named(system, entity, records), read_at),
+                         key=lambda product: -self._published.get(product, float("inf")))
         if not waiting:
             return 0.0
         started = last_link = self.clock()
@@ -120,13 +127,15 @@ class ReferencePacer:
                 self._idle_at = made if now - last_link >= IDLE else None
                 log.info("%s %s: %d records published before %d of the products they name were linked "
                          "(%s after %.1f s); their links wait for them", system, entity, len(records),
-                         len(waiting), "no new product link" if self._idle_at is not None else "bound reached",
+                         len(self.awaited(waiting, read_at)), "no new product link" if self._idle_at is not None else "bound reached",
                          now - started)
                 break
             await asyncio.sleep(STEP)
             if self.links_made() != made:
                 made, last_link = self.links_made(), self.clock()
-            waiting = self.awaited(waiting, read_at)
+            waits = self._waits(read_at)
+            while waiting and not waits(waiting[-1]):
+                waiting.pop()
         return self.clock() - started
 
     def _prune(self) -> None:

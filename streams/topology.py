@@ -204,7 +204,7 @@ async def send_batched(messages: list[tuple[str, dict]]) -> None:
     """Many links' messages (changes, results, ticks): one ``batch`` flow message per partition
     (``streams.flowmessages``)."""
     for key, value in flowmessages.batches(messages, _partition_of):
-        metrics.EVENTS_OUT.labels(FLOW_EVENTS).inc()
+        metrics.child(metrics.EVENTS_OUT, FLOW_EVENTS).inc()
         await flow_events.send(key=key, value=value)
 
 
@@ -232,7 +232,7 @@ async def route_changes(stream):
 async def _route(event) -> list[tuple[str, dict]]:
     """The flow messages of one change event (none for a dead letter); remembers its link keys."""
     topic = event.message.topic
-    metrics.EVENTS_IN.labels(topic).inc()
+    metrics.child(metrics.EVENTS_IN, topic).inc()
     try:
         change = ChangeEvent.from_bytes(event.value)
     except Exception as exc:  # unparseable or schema-invalid payload: dead letter, keep going
@@ -260,7 +260,7 @@ async def link_agent(stream):
     """Own each link: decide, record the state, send the commands (one partition per link)."""
     async for event in stream.events():
         key = event.key.decode()
-        metrics.EVENTS_IN.labels(FLOW_EVENTS).inc()
+        metrics.child(metrics.EVENTS_IN, FLOW_EVENTS).inc()
         try:
             members = flowmessages.unpack(event.key, event.value)
         except Exception as exc:
@@ -289,7 +289,7 @@ async def _send_commands(commands: list[WriteCommand]) -> None:
     all on one partition, and the command topics have as many.)"""
     for chunk in flowmessages.chunks_by(commands, lambda c: (c.system, c.entity, _partition_of(c.link_key))):
         topic = command_topics[(chunk[0].system, chunk[0].entity)]
-        metrics.EVENTS_OUT.labels(topic.get_topic_name()).inc()
+        metrics.child(metrics.EVENTS_OUT, topic.get_topic_name()).inc()
         await topic.send(key=chunk[0].link_key.encode(),
                          value=encode_command_batch(chunk) if len(chunk) > 1 else chunk[0].to_bytes())
 
@@ -341,10 +341,10 @@ async def _handle_flow_message(key: str, message: dict, commands: list[WriteComm
 
 
 def _observe_result(flow_id: str, sent: dict | None, result: WriteResult, now: float) -> None:
-    metrics.WRITES.labels(result.system, result.op, result.status).inc()
+    metrics.child(metrics.WRITES, result.system, result.op, result.status).inc()
     if result.status == "ok":
         if sent and sent.get("src_t"):
-            metrics.SYNC_LATENCY.labels(flow_id).observe(max(0.0, now - sent["src_t"]))
+            metrics.child(metrics.SYNC_LATENCY, flow_id).observe(max(0.0, now - sent["src_t"]))
 
 
 # --------------------------------------------------------------------------- sinks
@@ -380,13 +380,13 @@ def _make_sink(system: str, entity: str):
                         await _dead_letter(DeadLetter(stage="sink", system=system, entity=entity,
                                                       reason=f"unreadable write command: {exc}",
                                                       error_type="invalid_command", payload=member))
-            metrics.EVENTS_IN.labels(topic.get_topic_name()).inc(len(commands))
+            metrics.child(metrics.EVENTS_IN, topic.get_topic_name()).inc(len(commands))
             for start in range(0, len(commands), per_apply):  # command batches: more than one apply
                 chunk = commands[start:start + per_apply]
                 await runtime.ready.wait()
                 started = time.monotonic()
                 results = await runtime.writers[system].apply(chunk)
-                metrics.API_LATENCY.labels(system, entity).observe(time.monotonic() - started)
+                metrics.child(metrics.API_LATENCY, system, entity).observe(time.monotonic() - started)
                 await send_batched([(result.link_key, {"kind": "result", "flow": result.flow,
                                                        "result": orjson.Fragment(result.to_bytes())})
                                     for result in results])

@@ -151,3 +151,28 @@ def test_a_wait_ends_at_the_bound_while_other_products_keep_being_linked(bound):
         return await task
 
     assert bound <= asyncio.run(asyncio.wait_for(go(), timeout=5)) < 5
+
+
+def test_a_page_waiting_for_many_products_looks_at_each_about_once():
+    """Products are linked in about the order they were published; each look stops at the first
+    one still awaited, so a long wait does not re-check every product at every step."""
+    linked: set[str] = set()
+    looks = []
+
+    def is_linked(product: str) -> bool:
+        looks.append(product)
+        return product in linked
+    products = [f"prd_{i}" for i in range(1000)]
+    p = ReferencePacer(MAPPING, linked=is_linked, links_made=lambda: len(linked), bound=60)
+    p.published(CRM, "product", [{"Id": pid} for pid in products])
+    page = [order(f"o{i}", products[i], products[999 - i]) for i in range(500)]
+
+    async def go():
+        waiting = asyncio.create_task(p.before_publish(CRM, "order", page, 0.0))
+        for i in range(0, 1000, 50):  # 50 links per step, in publication order
+            await asyncio.sleep(pacing.STEP)
+            linked.update(products[i:i + 50])
+        await asyncio.wait_for(waiting, timeout=10)
+
+    asyncio.run(go())
+    assert len(looks) < 3 * 1000
