@@ -19,7 +19,7 @@ either
 
 A product that is neither (deleted, invalid, never there) is not waited for:
 its orders park as before. The wait ends as soon as the page's products are
-linked; it also ends when no product was linked for ``IDLE`` seconds (Business
+linked; it also ends when no product was linked or published for ``IDLE`` seconds (Business
 NXT down, a product dead-lettered), and after ``bound`` seconds in any case.
 After a wait ended idle, pages do not wait again until a new product link
 comes. Waiting never changes what is published, only when: correctness stays
@@ -37,8 +37,10 @@ from streams.mapping import Mapping
 
 log = logging.getLogger(__name__)
 
-#: Seconds without a new product link after which a waiting page is published anyway.
-IDLE = 5.0
+#: Seconds without a new product link (or publication) after which a waiting page is published
+#: anyway. At the start of a large load the first link comes only after the worker has routed
+#: and decided the products before it: several seconds.
+IDLE = 15.0
 #: Seconds between two looks at the product links while a page waits.
 STEP = 0.05
 
@@ -60,6 +62,7 @@ class ReferencePacer:
         self._published: dict[str, float] = {}  # product id -> when published (until linked or bound)
         self._caught_up: dict[tuple[str, str], float] = {}  # products' poll reached the feed end: its start
         self._idle_at: int | None = None  # links_made() when a wait last ended idle
+        self._last_published = float("-inf")  # when products were last published
 
     # ---- told by the pollers
 
@@ -77,7 +80,7 @@ class ReferencePacer:
     def published(self, system: str, entity: str, records: Sequence[Any]) -> None:
         """Records of this entity were published (products: their links are on their way)."""
         if (system, entity) in self.referenced:
-            now = self.clock()
+            now = self._last_published = self.clock()
             for record in records:  # a deleted product gets no link: nothing to wait for
                 if isinstance(record, dict) and isinstance(record.get("Id"), str) and not record.get("Deleted"):
                     self._published[record["Id"]] = now
@@ -123,11 +126,13 @@ class ReferencePacer:
         self._idle_at = None
         while waiting:
             now = self.clock()
-            if now - last_link >= IDLE or now - started >= self.bound:
-                self._idle_at = made if now - last_link >= IDLE else None
+            idle = now - max(last_link, self._last_published) >= IDLE
+            if idle or now - started >= self.bound:
+                self._idle_at = made if idle else None
                 log.info("%s %s: %d records published before %d of the products they name were linked "
                          "(%s after %.1f s); their links wait for them", system, entity, len(records),
-                         len(self.awaited(waiting, read_at)), "no new product link" if self._idle_at is not None else "bound reached",
+                         len(self.awaited(waiting, read_at)),
+                         "no new product link" if self._idle_at is not None else "bound reached",
                          now - started)
                 break
             await asyncio.sleep(STEP)

@@ -135,6 +135,27 @@ def test_a_wait_without_new_product_links_ends_and_later_pages_do_not_wait_until
     assert first >= 0.2 and second == 0.0 and waited_again
 
 
+def test_a_wait_does_not_end_idle_while_products_are_still_being_published(monkeypatch):
+    """At the start of a large load the first product link comes after several seconds, while the
+    product poller is still publishing: that is not idle."""
+    monkeypatch.setattr(pacing, "IDLE", 0.2)
+    linked: set[str] = set()
+    p = pacer(linked)
+    p.published(CRM, "product", [{"Id": "prd_1"}])
+
+    async def go():
+        waiting = asyncio.create_task(p.before_publish(CRM, "order", [order("o1", "prd_1")], 0.0))
+        for i in range(12):  # 0.6 s of publications, no link
+            await asyncio.sleep(0.05)
+            p.published(CRM, "product", [{"Id": f"more_{i}"}])
+        still_waiting = not waiting.done()
+        linked.add("prd_1")
+        await asyncio.wait_for(waiting, timeout=5)
+        return still_waiting
+
+    assert asyncio.run(go())
+
+
 @pytest.mark.parametrize("bound", [0.3])
 def test_a_wait_ends_at_the_bound_while_other_products_keep_being_linked(bound):
     linked: set[str] = set()
