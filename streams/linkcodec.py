@@ -8,6 +8,9 @@ most other keys hold their empty defaults. :func:`pack` leaves those out:
   order ``rep.customcrm``, ``rep.businessnxt``, ``wrote.customcrm``,
   ``wrote.businessnxt``) are stored as a reference to it, ``"=rep.customcrm"``;
   empty sides are left out;
+- when every ``base`` entry has the same time and side (one record's values,
+  the usual case), they are stored once (``bt``) and ``base`` holds the values;
+- an acknowledged version (``acked``) that is the version seen is ``"="``;
 - keys holding their ``engine.new_link`` default are left out, and so is
   ``key`` (the table's key).
 
@@ -15,7 +18,7 @@ most other keys hold their empty defaults. :func:`pack` leaves those out:
 decisions may change one side without the other), and reads the full form of
 earlier versions unchanged. ``flow``, ``status`` and ``ids`` are always kept:
 readers of the changelog (``talkstream status``, users' own consumers) find
-them as before. A settled order link takes about 40 % fewer bytes; no hashing,
+them as before. A settled order link takes about half the bytes; no hashing,
 only comparisons. Pure functions, no I/O.
 """
 from __future__ import annotations
@@ -26,6 +29,7 @@ import orjson
 
 from streams.engine import SIDES, new_link
 
+SAME = "="  # an acknowledged version that is the one seen
 _HASHED = ("rep", "wrote")
 _SLOTS = tuple((name, side) for name in _HASHED for side in SIDES)  # a reference names an earlier slot
 _ALWAYS = frozenset({"flow", "status", "ids"})
@@ -56,6 +60,17 @@ def pack(link: dict) -> bytes:
                 stored.append((f"={name}.{side}", hashes))
         if sides:
             out[name] = sides
+    base = out.get("base")
+    if base:  # one record's values: every entry has the same time and side, stored once
+        entries = iter(base.values())
+        _, t, side = next(entries)
+        if all(entry[1] == t and entry[2] == side for entry in entries):
+            out["base"] = {prop: entry[0] for prop, entry in base.items()}
+            out["bt"] = (t, side)
+    acked, seen = out.get("acked"), out.get("seen") or {}
+    if acked:  # the version our write returned is usually the one seen last
+        out["acked"] = {side: (SAME if version is not None and version == seen.get(side) else version)
+                        for side, version in acked.items()}
     return orjson.dumps(out)
 
 
@@ -63,6 +78,14 @@ def unpack(key: str, raw: bytes) -> dict:
     """The full link state of stored bytes (packed or not)."""
     link = orjson.loads(raw)
     link["key"] = key
+    when = link.pop("bt", None)
+    if when is not None:
+        t, side = when
+        link["base"] = {prop: [value, t, side] for prop, value in link["base"].items()}
+    acked = link.get("acked")
+    if acked:
+        seen = link.get("seen") or {}
+        link["acked"] = {side: (seen.get(side) if version == SAME else version) for side, version in acked.items()}
     for name in _HASHED:
         value = link.get(name) or {}
         link[name] = {side: value.get(side) or {} for side in SIDES}
