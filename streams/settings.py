@@ -59,9 +59,6 @@ class Settings(BaseSettings):
 
     # --- Sync behaviour ---------------------------------------------------------
     poll_interval: float = Field(default=1.0, gt=0, description="Seconds between polls.")
-    pollers: Literal["process", "worker"] = Field(default="process", description="Where the leading worker "
-                                                  "polls: in a child process of its own (a second core), or in "
-                                                  "its own timers.")
     timezone: str = Field(default="Europe/Oslo", description="Business NXT server time zone.")
     internal_customer_no: int = Field(default=10000, description="customerNo of user-order orders.")
     mapping_file: str | None = Field(default=None, description="Path of the dataflow mapping (default: the packaged one).")

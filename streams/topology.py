@@ -14,10 +14,8 @@
 - one ``sink`` agent per command topic writes batches through the connector's
   writer and sends each result back to ``talkstream.flow.events``.
 - a timer sends ``tick`` messages to links that asked to be woken (parked
-  orders, retries, lost results); the leading worker runs the pollers in a child
-  process (``streams.poller_process``) or, with ``TALKSTREAM_POLLERS=worker``, as
-  its own leader-only timers; a page of orders waits for the products it names
-  (``streams.pacing``).
+  orders, retries, lost results); the pollers run as leader-only timers, a page of
+  orders waiting for the products it names (``streams.pacing``).
 
 Everything is derived from the mapping: a new flow or property needs no new agent.
 """
@@ -36,7 +34,7 @@ from connectors.common.kafka import bootstrap_servers
 from schemas.change import ChangeEvent
 from schemas.command import WriteCommand, WriteResult, command_members, command_topic, encode_command_batch
 from schemas.deadletter import DEADLETTER_TOPIC, DeadLetter
-from streams import engine, flowmessages, linkcodec, metrics, poller_process
+from streams import engine, flowmessages, linkcodec, metrics
 from streams.app import app
 from streams.mapping import load_mapping
 from streams.pacing import ReferencePacer
@@ -431,42 +429,9 @@ async def wake_links() -> None:
                         for key in schedule.due(now, linked, fresh)])
 
 
-def _on_poller_report(report: dict) -> None:
-    """One report line of the pollers' process: a poll done, a dead letter written."""
-    if isinstance(report.get("poll"), list) and len(report["poll"]) == 2:
-        system, entity = report["poll"]
-        metrics.child(metrics.POLLS, system, entity).inc()
-        metrics.child(metrics.LAST_POLL, system, entity).set(report.get("at") or time.time())
-    elif isinstance(report.get("deadletter"), str):
-        metrics.child(metrics.DEADLETTERS, report["deadletter"]).inc()
-
-
-def _poller_env() -> dict[str, str]:
-    """What the pollers' process must do as this worker does (decided at its start)."""
-    return {poller_process.SINGLE_RECORD_BATCHES: "on" if _single_record_batches() else "off",
-            poller_process.BATCHES_PER_REQUEST: str(kafka_compat.batches_per_request()),
-            poller_process.LOG_LEVEL: logging.getLevelName(logging.getLogger().getEffectiveLevel())}
-
-
-pollers_child = poller_process.PollerProcess(on_report=_on_poller_report, child_env=_poller_env)
-app.service(pollers_child)
-
-
-@app.timer(interval=0.25, name="lead-pollers")
-async def lead_pollers() -> None:
-    """With ``TALKSTREAM_POLLERS=process``: the leading worker runs the pollers' process, any
-    other worker none (``streams.poller_process``)."""
-    if settings.pollers != "process":
-        return
-    if app.is_leader() and runtime.ready.is_set():
-        await pollers_child.ensure()
-    else:
-        await pollers_child.halt()
-
-
 def _make_poll_timer(system: str, entity: str):
     async def poll() -> None:
-        if settings.pollers != "worker" or not runtime.ready.is_set():
+        if not runtime.ready.is_set():
             return
         poller = runtime.pollers.get((system, entity))
         if poller is None:
@@ -489,7 +454,7 @@ pollers = {pair: _make_poll_timer(*pair) for pair in ENTITIES}
 @app.timer(interval=settings.poll_interval, on_leader=True, name="watch-watermarks")
 async def watch_watermarks() -> None:
     """After ``talkstream resync`` wrote a watermark, every poller reloads its own."""
-    if settings.pollers != "worker" or not runtime.ready.is_set():
+    if not runtime.ready.is_set():
         return
     try:
         changed = await runtime.watermarks.changed_elsewhere()

@@ -78,7 +78,6 @@ from connectors.common.kafka import BATCH_SIZE, SINGLE_RECORD_BATCH_SIZE, one_re
 log = logging.getLogger(__name__)
 
 _applied = False
-_aiokafka_applied = False
 
 #: Full single-record batches that may wait per partition before ``send()`` applies backpressure.
 QUEUED_BATCHES_PER_PARTITION = 256
@@ -537,29 +536,14 @@ def _patch_producer_flush(Producer) -> None:
     Producer.flush = flush
 
 
-def apply_aiokafka() -> None:
-    """The aiokafka part of ``apply()`` (no Faust): leaving the group, queued single-record
-    batches, several batches of a partition per request (for processes without a Faust app)."""
-    global _aiokafka_applied
-    if _aiokafka_applied:
+def apply() -> None:
+    global _applied
+    if _applied:
         return
     gc.GroupCoordinator._maybe_leave_group = _maybe_leave_group
     MessageAccumulator.add_message = _add_message
     MessageAccumulator.drain_by_nodes = _drain_by_nodes(MessageAccumulator.drain_by_nodes)
     MessageAccumulator.reenqueue = _reenqueue(MessageAccumulator.reenqueue)
-    _aiokafka_applied = True
-
-
-def batches_per_request() -> int:
-    """Single-record batches of one partition a produce request may carry (``set_batches_per_request``)."""
-    return _batches_per_request
-
-
-def apply() -> None:
-    global _applied
-    if _applied:
-        return
-    apply_aiokafka()
     from aiokafka.consumer.fetcher import Fetcher
     from faust.tables.recovery import Recovery
     from faust.transport.consumer import Consumer
