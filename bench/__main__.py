@@ -26,7 +26,9 @@ HTTP servers, and a real worker. Prints a table and writes
    references). Then the worker is stopped and a new one started: its RSS once it
    recovered every link from the changelog, less the first worker's RSS when it
    was ready with none, per link, is the memory a link takes at rest (the load's
-   buffers and the allocator's high-water mark left out).
+   buffers left out); ``memory.bytes_per_link`` takes both RSS figures after a
+   garbage collection and ``malloc_trim`` (``/status?memory=1``), so heap pages
+   left free by the recovery's buffers are not counted either.
 4. scale-out: the same load with a second worker joining the first.
 5. two workers started together: both are ready (the group settled) before
    Customcrm gets its records (``POST /_sandbox/seed``); records/s from the
@@ -222,6 +224,7 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
         crm0, bnxt0 = p.crm_stats(), p.bnxt_stats()
         p.start_worker()
         rss_start, _ = peak_rss_mib(p.worker.process.pid)
+        rss_start_trimmed = trimmed_rss_mib(p) if restart else None  # the empty worker, trimmed
         cpu_start = cpu_seconds(p.worker.process.pid)  # the worker is ready: start-up excluded
         # where the machine's CPU goes: every process of the run, the bench driver included
         pids = {"worker": p.worker.process.pid, "broker": p.broker.process.pid, "bench": os.getpid(),
@@ -283,7 +286,7 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
         rows = run(bnxt_all(p, "order"))
         dupes = sum(len(v) - 1 for v in stamped(rows, "customcrm:order:").values())
         parked = metric_sum(text, "talkstream_parked_total")
-        at_rest = _recovered_rss_mib(p, records) if restart and workers == 1 else None
+        at_rest, at_rest_trimmed = _recovered_rss_mib(p, records) if restart and workers == 1 else (None, None)
         return {
             "records": records,
             "seconds": elapsed,
@@ -309,6 +312,11 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
             "worker_rss_recovered_mib": at_rest,
             "bytes_per_link_at_rest": ((at_rest - rss_start) * 1024 * 1024 / records
                                        if at_rest is not None else None),
+            # the same with both RSS figures taken after a gc and malloc_trim: the memory live
+            # objects hold, without heap pages kept free since the recovery's or the start's peaks
+            "bytes_per_link_at_rest_trimmed": ((at_rest_trimmed - rss_start_trimmed) * 1024 * 1024 / records
+                                               if at_rest_trimmed is not None and rss_start_trimmed is not None
+                                               else None),
             "worker_peak_rss_mib": peak,
             # the worker's RSS growth per link from the second half of the load (start-up and
             # first-traffic allocations excluded) and, coarser, from the start
@@ -326,12 +334,20 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
         p.stop()
 
 
-def _recovered_rss_mib(p: Pipeline, records: int) -> float:
-    """Stop the worker, start a new one and return its RSS once it holds every link again."""
+def trimmed_rss_mib(p: Pipeline) -> float | None:
+    """The worker's RSS after a garbage collection and ``malloc_trim`` (``/status?memory=1``)."""
+    state = httpx.get(f"http://127.0.0.1:{p.web_port}/status", params={"memory": 1}, timeout=60).json()
+    rss = state["state_memory"].get("rss_trimmed_bytes")
+    return rss / (1024 * 1024) if rss is not None else None
+
+
+def _recovered_rss_mib(p: Pipeline, records: int) -> tuple[float, float | None]:
+    """Stop the worker, start a new one; its RSS once it holds every link again, as it is and
+    trimmed (``trimmed_rss_mib``)."""
     p.worker.stop()
     p.start_worker()
     wait_until(lambda: all_linked(p, records), timeout=600, interval=0.5, message=f"{records} links recovered")
-    return peak_rss_mib(p.worker.process.pid)[0]
+    return peak_rss_mib(p.worker.process.pid)[0], trimmed_rss_mib(p)
 
 
 def _slope(points: list[tuple[int, float]]) -> float | None:
@@ -535,10 +551,14 @@ def main() -> None:
                       / load["records"],
                       "requests_per_record_initial_customcrm": load["requests_customcrm"] / load["records"],
                       "requests_per_record_initial_businessnxt": load["requests_businessnxt"] / load["records"]}
-        # bytes per link: what a worker holding the links takes for each (at rest); the RSS growth
-        # during the load also carries the load's buffers (with pacing, the orders come in the second half)
+        # the RSS growth during the load also carries the load's buffers (with pacing, the orders
+        # and their buffers come in the second half)
+        # bytes_per_link: the RSS per link of a worker that recovered the links, both RSS figures
+        # taken after a gc and malloc_trim (the memory live objects hold); the untrimmed at-rest figure
+        # also holds heap pages the recovery's buffers left free, which varies from run to run
         out["memory"] = {"peak_rss_mib": load["worker_peak_rss_mib"],
-                         "bytes_per_link": load["bytes_per_link_at_rest"],
+                         "bytes_per_link": load["bytes_per_link_at_rest_trimmed"],
+                         "bytes_per_link_at_rest": load["bytes_per_link_at_rest"],
                          "bytes_per_link_during_load": load["bytes_per_link"],
                          "bytes_per_link_during_load_fitted": load["bytes_per_link_fitted"],
                          "state_bytes_per_link": load["state_bytes_per_link"], "links": load["records"]}

@@ -548,12 +548,30 @@ def state_memory() -> dict:
         "product_refs": size(product_refs.data),
     }
     return {"bytes": sum(parts.values()), "parts": parts, "links": len(summaries),
-            "table_entries": len(links.data.data)}
+            "table_entries": len(links.data.data), "rss_trimmed_bytes": _trimmed_rss()}
+
+
+def _trimmed_rss() -> int | None:
+    """This process's RSS after a garbage collection and glibc's ``malloc_trim``: the memory its
+    live objects hold, without the heap's free pages kept from earlier peaks (None where there is
+    no ``/proc`` or glibc)."""
+    import ctypes
+    import gc
+    import os
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, AttributeError, ValueError):
+        return None
 
 
 @app.page("/status")
 async def status_view(web: View, request: Request) -> Response:
-    """This worker's status; ``?memory=1`` adds what its link state takes in memory (a walk over it)."""
+    """This worker's status; ``?memory=1`` adds what its link state takes in memory (a walk over it),
+    and the worker's RSS after it returned its free heap pages to the system."""
     status = local_status()
     if request.query.get("memory"):
         status["state_memory"] = state_memory()
