@@ -132,7 +132,7 @@ class ReferencePacer:
                 log.info("%s %s: %d records published before %d of the products they name were linked "
                          "(%s after %.1f s); their links wait for them", system, entity, len(records),
                          len(self.awaited(waiting, read_at)),
-                         "no new product link" if self._idle_at is not None else "bound reached",
+                         "no new product link or publication" if self._idle_at is not None else "bound reached",
                          now - started)
                 break
             await asyncio.sleep(STEP)
