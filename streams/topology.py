@@ -78,12 +78,6 @@ def _single_record_batches() -> bool:
     return app.conf.producer_max_batch_size == SINGLE_RECORD_BATCH_SIZE
 
 
-pacer = ReferencePacer(mapping, linked=lambda product: product_refs.get(f"c:{product}") is not None,
-                       links_made=lambda: len(product_refs), bound=settings.reference_wait)
-runtime = Runtime(settings, ENTITIES, single_record_batches=_single_record_batches, pacer=pacer)
-app.service(runtime)
-
-
 class TableRefs:
     """Product references across links (Customcrm product Id <-> productNo), from ``streams.refs``."""
 
@@ -95,6 +89,11 @@ class TableRefs:
 
 
 REFS = TableRefs()
+pacer = ReferencePacer(mapping, linked=lambda product: REFS.to_target(product) is not None,
+                       links_made=lambda: len(product_refs), bound=settings.reference_wait)
+runtime = Runtime(settings, ENTITIES, single_record_batches=_single_record_batches, pacer=pacer)
+app.service(runtime)
+
 POLICY = engine.Policy(park_timeout=settings.park_timeout, write_retry_max=settings.write_retry_max,
                        ack_timeout=settings.ack_timeout, settings=settings)
 
