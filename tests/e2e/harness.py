@@ -199,6 +199,19 @@ def crm_create(p: Pipeline, resource: str, data: dict) -> dict:
     return run(go())
 
 
+def metric(p: Pipeline, name: str) -> float:
+    """One sample of the worker's ``/metrics`` (``name`` with its labels); 0 when it is not there
+    or the worker does not answer."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{p.web_port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def worker_status(p: Pipeline) -> dict:
     """The worker's ``/status``: links per flow and status, last polls, readiness."""
     return httpx.get(f"http://127.0.0.1:{p.web_port}/status", timeout=5).json()

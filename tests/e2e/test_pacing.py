@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.harness import wait_in_sync
-from tests.e2e.test_robustness import _metric
+from tests.e2e.harness import metric, wait_in_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -21,5 +20,5 @@ def test_an_initial_load_links_orders_after_their_products_without_parking_them(
                                                "TALKSTREAM_POLL_PAGE_SIZE": "50"})
     p.start_worker()
     wait_in_sync(p, timeout=120)
-    parked = _metric(p, 'talkstream_parked_total{flow="order-order"}')
+    parked = metric(p, 'talkstream_parked_total{flow="order-order"}')
     assert (parked > 0) == parks, f"{parked:.0f} order links parked"

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from tests.e2e.harness import bnxt_all, crm_all, crm_create, in_sync, run, stamped, wait_for, wait_in_sync
+from tests.e2e.harness import bnxt_all, crm_all, crm_create, in_sync, metric, run, stamped, wait_for, wait_in_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +31,7 @@ def test_order_waits_for_its_product_then_syncs(pipeline_factory):
                                      "OrderDate": "2026-11-25",
                                      "Lines": [{"LineNo": 1, "ProductId": product["Id"], "Quantity": "1",
                                                 "UnitPrice": "2.00"}]})
-    wait_for(lambda: _metric(p, 'talkstream_parked_total{flow="order-order"}') >= 1, timeout=60,
+    wait_for(lambda: metric(p, 'talkstream_parked_total{flow="order-order"}') >= 1, timeout=60,
              message="the order parked")
     httpx.delete(p.bnxt_base + "/_sandbox/faults").raise_for_status()
 
@@ -40,19 +40,6 @@ def test_order_waits_for_its_product_then_syncs(pipeline_factory):
         return len(rows) == 1 and [l["productNo"] for l in rows[0]["orderLines"]] == ["LATE-1"]
     wait_for(order_synced, timeout=60, message="parked order synced")
     assert deadletters(p) == []
-
-
-def _metric(p, name: str) -> float:
-    import httpx
-
-    try:
-        text = httpx.get(f"http://127.0.0.1:{p.web_port}/metrics", timeout=2).text
-    except httpx.HTTPError:
-        return 0.0
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
 
 
 def test_bad_records_are_dead_lettered_and_the_rest_syncs(pipeline_factory):
