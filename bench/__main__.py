@@ -14,7 +14,9 @@ HTTP servers, and a real worker. Prints a table and writes
    issue's definition), and (a') the same loop with aiokafka's normal batches,
    which the worker uses on every topic but the changelogs and the compacted
    topics; (b) the Businessnxt sandbox's raw write rate with the
-   same batch size (100 rows per request).
+   same batch size (100 rows per request). Where the time goes: per flow, the
+   seconds until its first and until its last link were linked (read from
+   /status while the load is watched), and the worker's CPU seconds per second.
 2. API efficiency during the load (requests per synced record, per system).
 3. memory: the worker's peak RSS, its RSS growth per link over the second
    half of the load (start-up allocations excluded; memory freed by buffered
@@ -150,14 +152,37 @@ def status(p: Pipeline) -> dict:
     return merged
 
 
-def linked_and_busy(p: Pipeline) -> tuple[int, int]:
-    """(links linked, links pending or parked) on the worker; (0, 1) while it does not answer."""
+def linked_and_busy(p: Pipeline, progress: "FlowProgress | None" = None) -> tuple[int, int]:
+    """(links linked, links pending or parked) on the worker; (0, 1) while it does not answer.
+    ``progress``: also note each flow's linked count (one /status call for both)."""
     try:
         s = status(p)
     except httpx.HTTPError:
         return 0, 1
+    if progress is not None:
+        progress.note({fid: row["linked"] for fid, row in s["flows"].items()})
     return (sum(f["linked"] for f in s["flows"].values()),
             sum(f["pending"] + f["parked"] for f in s["flows"].values()))
+
+
+class FlowProgress:
+    """When each flow's first link and its last expected link were seen linked, in seconds from
+    ``t0`` (read from /status as the load is watched): where a load's time goes, e.g. orders
+    waiting for their products' links (pacing) or one flow's results queued behind another's."""
+
+    def __init__(self, t0: float, expected: dict[str, int]) -> None:
+        self.t0 = t0
+        self.expected = expected
+        self.first: dict[str, float] = {}
+        self.all: dict[str, float] = {}
+
+    def note(self, linked: dict[str, int]) -> None:
+        now = round(time.monotonic() - self.t0, 2)
+        for fid, count in linked.items():
+            if count and fid not in self.first:
+                self.first[fid] = now
+            if fid in self.expected and count >= self.expected[fid] and fid not in self.all:
+                self.all[fid] = now
 
 
 def all_linked(p: Pipeline, expected: int) -> bool:
@@ -249,11 +274,12 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
             httpx.post(p.crm_url + "/_sandbox/seed", json={"n": n}, timeout=120).raise_for_status()
         halfway: dict[str, float] = {}
         samples: list[tuple[int, float]] = []  # (links, RSS MiB) every half second of the second half
+        progress = FlowProgress(t0, {"product-product": n, "order-order": n, "user-order": n // 10})
 
         def done() -> bool:
             if not p.worker.alive():  # fail now, not at the timeout
                 raise RuntimeError(f"the worker stopped during the load:\n{p.worker.output()[-3000:]}")
-            linked, busy = linked_and_busy(p)
+            linked, busy = linked_and_busy(p, progress)
             if not halfway and linked >= records // 2:  # for the memory slope
                 halfway.update(links=linked, rss=peak_rss_mib(p.worker.process.pid)[0])
             if linked >= records // 2:
@@ -293,6 +319,12 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
             "records_per_s": records / elapsed,
             "messages_per_record": produced / records,
             "worker_cpu_ms_per_record": cpu * 1000 / records if workers == 1 else None,
+            # the worker's CPU seconds per second of the load: near 1, its one Python thread (most
+            # of its work) was the limit; well below, it waited (for a system, or for pacing)
+            "worker_busy_fraction": cpu / elapsed,
+            # per flow: seconds from the start until its first link, and until all its links, were linked
+            "flow_first_linked_s": progress.first,
+            "flow_all_linked_s": progress.all,
             # CPU per record of each process (the first worker's only, with more workers)
             "cpu_ms_per_record_by_process": {name: s * 1000 / records for name, s in cpu_all.items()},
             "machine_busy_fraction": sum(cpu_all.values()) / elapsed / (os.cpu_count() or 1),
@@ -643,6 +675,10 @@ TARGETS = {
 }
 
 
+#: Per-flow figures the table shows too (the JSON has every figure).
+SHOWN_PER_FLOW = ("flow_first_linked_s", "flow_all_linked_s")
+
+
 def show(out: dict) -> None:
     table = Table(title="talkstream benchmarks")
     table.add_column("measure")
@@ -654,6 +690,8 @@ def show(out: dict) -> None:
         for key, value in (out.get(section) or {}).items():
             if isinstance(value, (int, float)):
                 rows.append((f"{section}.{key}", value))
+            elif key in SHOWN_PER_FLOW and isinstance(value, dict):
+                rows += [(f"{section}.{key}.{flow}", v) for flow, v in sorted(value.items(), key=lambda fv: fv[1])]
     for name, value in rows:
         target = TARGETS.get(name)
         met = ""
