@@ -152,7 +152,7 @@ def status(p: Pipeline) -> dict:
     return merged
 
 
-def linked_and_busy(p: Pipeline, progress: "FlowProgress | None" = None) -> tuple[int, int]:
+def linked_and_busy(p: Pipeline, progress: FlowProgress | None = None) -> tuple[int, int]:
     """(links linked, links pending or parked) on the worker; (0, 1) while it does not answer.
     ``progress``: also note each flow's linked count (one /status call for both)."""
     try:
