@@ -312,12 +312,16 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
         rows = run(bnxt_all(p, "order"))
         dupes = sum(len(v) - 1 for v in stamped(rows, "customcrm:order:").values())
         parked = metric_sum(text, "talkstream_parked_total")
+        produce_requests = metric_sum(text, "talkstream_produce_requests_total")
         at_rest, at_rest_trimmed = _recovered_rss_mib(p, records) if restart and workers == 1 else (None, None)
         return {
             "records": records,
             "seconds": elapsed,
             "records_per_s": records / elapsed,
             "messages_per_record": produced / records,
+            # the workers' produce requests (TALKSTREAM_PRODUCE_REQUEST_GAP_MS lets one carry more)
+            "produce_requests": produce_requests,
+            "messages_per_produce_request": produced / produce_requests if produce_requests else None,
             "worker_cpu_ms_per_record": cpu * 1000 / records if workers == 1 else None,
             # the worker's CPU seconds per second of the load: near 1, its one Python thread (most
             # of its work) was the limit; well below, it waited (for a system, or for pacing)

@@ -65,6 +65,7 @@ def make_app(settings: Settings | None = None, *, app_id: str | None = None, **o
     )
     conf.update(overrides)
     kafka_compat.set_fetch_max_wait(settings.fetch_max_wait_ms)
+    kafka_compat.set_produce_request_gap(settings.produce_request_gap_ms)
     os.makedirs(settings.data_dir, exist_ok=True)
     app = faust.App(app_id or settings.app_id, autodiscover=False, **conf)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 REGISTRY = CollectorRegistry()
 
@@ -31,6 +32,20 @@ LAST_POLL = Gauge("talkstream_last_poll_timestamp_seconds", "Time of the last su
                   ["system", "entity"], registry=REGISTRY)
 LINKS = Gauge("talkstream_links", "Links held by this worker, per flow and status.", ["flow", "status"],
               registry=REGISTRY)
+
+
+class _ProduceRequests:
+    """``talkstream_produce_requests_total``: produce requests the worker sent, all its producers
+    together (``kafka_compat.produce_requests``); messages produced per request show batching."""
+
+    def collect(self):
+        from connectors.common import kafka_compat
+
+        yield CounterMetricFamily("talkstream_produce_requests", "Produce requests sent to the brokers.",
+                                  value=kafka_compat.produce_requests)
+
+
+REGISTRY.register(_ProduceRequests())
 
 
 @lru_cache(maxsize=1024)

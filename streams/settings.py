@@ -33,6 +33,11 @@ class Settings(BaseSettings):
         default=50, ge=1, le=1500,
         description="Longest a consumer fetch waits for new data. The embedded broker answers an idle fetch only "
         "when this expires (it does not return early when data arrives), so it bounds the latency of every hop.")
+    produce_request_gap_ms: float = Field(
+        default=2.0, ge=0, le=100,
+        description="After a broker answered a produce request, the producer waits this long before it sends "
+        "the next one: under load one request then carries more messages (fewer requests for the broker and "
+        "the worker); a message adds at most this much latency. 0: send the next request at once.")
     commit_interval: float = Field(
         default=10.0, gt=0, le=60,
         description="Seconds between offset commits. A worker that dies reads again what came after its last "

@@ -36,6 +36,17 @@ compacted topics read to their end); every other topic gets normal batches
 (measured on the embedded broker: a bare produce -> consume loop moves 4,100
 messages/s with one record per batch, 38,900 with batches).
 
+aiokafka sends a broker the next produce request as soon as the previous one
+is answered, so under load each request carried few messages (measured: about
+10,000 requests for an initial load of 21,000 records, 80,000 messages).
+``set_produce_request_gap()`` keeps a broker's request slot for a moment after
+each answer (default 2 ms, ``TALKSTREAM_PRODUCE_REQUEST_GAP_MS``): the messages
+that come meanwhile leave together in the next request (measured: 2,700 to
+5,200 requests for the same load, and a fifth less broker CPU per record). A
+message sent while the producer is idle leaves at once; under load it waits at
+most the gap more. The answer to a request is handled (its sends complete)
+before the gap.
+
 Faust could lose records when partitions moved between live workers (on any
 broker): see "seek-safe consuming" below. ``apply()`` installs that fix too.
 
@@ -61,6 +72,7 @@ names each event before the table write (``set_current_event()``).
 """
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
 import logging
@@ -120,6 +132,37 @@ def set_fetch_max_wait(ms: int) -> None:
 
         cls._create_worker_consumer = _create_worker_consumer
     _fetch_max_wait_ms = ms
+
+
+_produce_request_gap = 0.0
+_produce_gap_installed = False
+#: Produce requests this process sent (counted once ``set_produce_request_gap`` was called; the
+#: worker's ``talkstream_produce_requests_total``).
+produce_requests = 0
+
+
+def set_produce_request_gap(ms: float) -> None:
+    """After a broker answered a produce request, the producer waits ``ms`` before it sends
+    that broker the next one (every aiokafka producer in the process; 0: no wait)."""
+    global _produce_request_gap, _produce_gap_installed
+    from aiokafka.producer.sender import SendProduceReqHandler
+
+    if not _produce_gap_installed:
+        original = SendProduceReqHandler.do
+
+        async def do(self, node_id):
+            global produce_requests
+            produce_requests += 1
+            # the sender marks the broker free once this returns: the messages sent meanwhile
+            # wait in the accumulator and leave together in the next request
+            result = await original(self, node_id)
+            if _produce_request_gap:
+                await asyncio.sleep(_produce_request_gap)
+            return result
+
+        SendProduceReqHandler.do = do
+        _produce_gap_installed = True
+    _produce_request_gap = ms / 1000
 
 
 def set_current_event(event) -> None:
