@@ -41,8 +41,8 @@ is answered, so under load each request carried few messages (measured: about
 10,000 requests for an initial load of 21,000 records, 80,000 messages).
 ``set_produce_request_gap()`` keeps a broker's request slot for a moment after
 each answer (default 2 ms, ``TALKSTREAM_PRODUCE_REQUEST_GAP_MS``): the messages
-that come meanwhile leave together in the next request (measured: 2,700 to
-5,200 requests for the same load, and a fifth less broker CPU per record). A
+that come meanwhile leave together in the next request (measured: about 3,500
+requests for the same load, and a seventh less broker CPU per record). A
 message sent while the producer is idle leaves at once; under load it waits at
 most the gap more. The answer to a request is handled (its sends complete)
 before the gap.
