@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import TypeVar
 
 import orjson
-from aiokafka.partitioner import DefaultPartitioner
+from connectors.common.murmur2 import murmur2
 
 #: Members per batch message: each member writes its link to the ``links`` changelog, and
 #: Faust holds the stream while its changelog buffer holds over 100 messages.
@@ -28,23 +28,17 @@ BATCH_MEMBERS = 100
 
 T = TypeVar("T")
 
-_PARTITIONER = DefaultPartitioner()
 #: Link keys whose partition is remembered (about 150 bytes each).
 PARTITION_CACHE = 4096
 
 
-@lru_cache(maxsize=8)
-def _every(partitions: int) -> list[int]:
-    return list(range(partitions))
-
-
 @lru_cache(maxsize=PARTITION_CACHE)
 def partition_of(key: str, partitions: int) -> int:
-    """The partition the producer's default partitioner gives a link key (remembered for
-    recent keys: a link's key is hashed by the route, the link agent, its commands and its
-    result, usually within a second, and aiokafka's murmur2 is pure Python)."""
-    every = _every(partitions)
-    return _PARTITIONER(key.encode(), every, every)
+    """The partition the producer's default partitioner gives a link key: Kafka's murmur2 of the
+    key, its sign bit cleared, modulo the partition count (remembered for recent keys: a link's
+    key is hashed by the route, the link agent, its commands and its result, usually within a
+    second, and murmur2 is pure Python)."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 def encode(kind: str, flow: str, **body) -> bytes:
