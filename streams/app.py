@@ -1,12 +1,13 @@
 """The Faust app: one per process, configured from ``streams.settings``.
 
 ``make_app()`` builds an app with the start-up and safety settings that
-talkstream needs (see docs/operations.md, "Faust settings"); ``app`` is the
+talkstream needs (README, "Faust settings"); ``app`` is the
 process's app, used by the CLI (``talkstream worker`` is Faust's worker).
 Agents register on ``app`` when ``streams.topology`` is imported.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -29,7 +30,7 @@ logging.getLogger("httpcore").setLevel(logging.WARNING)
 PROCESS_STARTED = time.monotonic()
 
 #: Faust settings tuned for a fast start on the embedded broker and safe
-#: at-least-once processing; the reasons are in docs/operations.md.
+#: at-least-once processing; the reasons are in the README ("Faust settings").
 FAST_START = dict(
     broker_session_timeout=6.0,
     broker_heartbeat_interval=1.0,
@@ -66,6 +67,10 @@ def make_app(settings: Settings | None = None, *, app_id: str | None = None, **o
     conf.update(overrides)
     kafka_compat.set_fetch_max_wait(settings.fetch_max_wait_ms)
     kafka_compat.set_produce_request_gap(settings.produce_request_gap_ms)
+    # fewer collections of the young generations, and so far fewer full ones: a full collection
+    # walks every object the worker holds (measured in an initial load of 21,000 records: 1,650
+    # young and 14 full collections took 2.0 s of 22 s of CPU with Python's thresholds, 9 took 0.4 s)
+    gc.set_threshold(*settings.gc_thresholds)
     os.makedirs(settings.data_dir, exist_ok=True)
     app = faust.App(app_id or settings.app_id, autodiscover=False, **conf)
 

@@ -33,6 +33,11 @@ class Settings(BaseSettings):
         default=50, ge=1, le=1500,
         description="Longest a consumer fetch waits for new data. The embedded broker answers an idle fetch only "
         "when this expires (it does not return early when data arrives), so it bounds the latency of every hop.")
+    gc_thresholds: tuple[int, int, int] = Field(
+        default=(50000, 20, 10),
+        description="Python's garbage collection thresholds (gc.set_threshold), as JSON, e.g. [50000,20,10]. "
+        "Python's own (700, 10, 10) suit small programs: a worker allocates hundreds of thousands of "
+        "objects a second and then spent about a tenth of its time collecting.")
     produce_request_gap_ms: float = Field(
         default=2.0, ge=0, le=100,
         description="After a broker answered a produce request, the producer waits this long before it sends "
