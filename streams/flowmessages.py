@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import TypeVar
 
 import orjson
+
 from connectors.common.murmur2 import murmur2
 
 #: Members per batch message: each member writes its link to the ``links`` changelog, and

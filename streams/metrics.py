@@ -3,8 +3,16 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily
+
+from connectors.common import kafka_compat
 
 REGISTRY = CollectorRegistry()
 
@@ -39,8 +47,6 @@ class _ProduceRequests:
     together (``kafka_compat.produce_requests``); messages produced per request show batching."""
 
     def collect(self):
-        from connectors.common import kafka_compat
-
         yield CounterMetricFamily("talkstream_produce_requests", "Produce requests sent to the brokers.",
                                   value=kafka_compat.produce_requests)
 

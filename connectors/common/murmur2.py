@@ -23,7 +23,7 @@ def murmur2(data: bytes) -> int:
     h = _SEED ^ length
     words = length >> 2
     if words:
-        for k in struct.unpack_from("<%dI" % words, data):
+        for k in struct.unpack_from(f"<{words}I", data):
             k = (k * _M) & _MASK
             k = ((k ^ (k >> 24)) * _M) & _MASK
             h = ((h * _M) & _MASK) ^ k

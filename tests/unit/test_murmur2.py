@@ -10,7 +10,7 @@ from connectors.common.murmur2 import murmur2
 REFERENCE = kafka_compat.AIOKAFKA_MURMUR2
 
 
-@pytest.mark.parametrize("length", range(0, 70))
+@pytest.mark.parametrize("length", range(70))
 def test_same_hash_as_aiokafka_for_every_length(length):
     rnd = random.Random(length)
     for _ in range(50):
