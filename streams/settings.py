@@ -36,8 +36,8 @@ class Settings(BaseSettings):
     gc_thresholds: tuple[int, int, int] = Field(
         default=(50000, 20, 10),
         description="Python's garbage collection thresholds (gc.set_threshold), as JSON, e.g. [50000,20,10]. "
-        "Python's own (700, 10, 10) suit small programs: a worker allocates hundreds of thousands of "
-        "objects a second and then spent about a tenth of its time collecting.")
+        "Python's own (700, 10, 10) made a worker collect its young objects about 60 times a second during "
+        "a load, and spend about a tenth of its time collecting.")
     produce_request_gap_ms: float = Field(
         default=2.0, ge=0, le=100,
         description="After a broker answered a produce request, the producer waits this long before it sends "
