@@ -14,17 +14,20 @@
 - one ``sink`` agent per command topic writes batches through the connector's
   writer and sends each result back to ``talkstream.flow.events``.
 - a timer sends ``tick`` messages to links that asked to be woken (parked
-  orders, retries, lost results); the pollers run as leader-only timers, a page of
-  orders waiting for the products it names (``streams.pacing``).
+  orders, retries, lost results); the pollers run as leader-only timers (and once as soon
+  as the leader is connected), a page of orders waiting for the products it names
+  (``streams.pacing``).
 
 Everything is derived from the mapping: a new flow or property needs no new agent.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 import orjson
 from faust.web import Request, Response, View
@@ -428,26 +431,43 @@ async def wake_links() -> None:
                         for key in schedule.due(now, linked, fresh)])
 
 
+#: Each poller's poll, as its timer and the first poll at start-up call it.
+polls: dict[tuple[str, str], Callable[[], Awaitable[None]]] = {}
+
+
 def _make_poll_timer(system: str, entity: str):
+    running = asyncio.Lock()
+
     async def poll() -> None:
-        if not runtime.ready.is_set():
-            return
+        if not runtime.ready.is_set() or running.locked():
+            return  # not connected yet, or its first poll (``first_polls``) is still running
         poller = runtime.pollers.get((system, entity))
         if poller is None:
             return
-        try:
-            await poller.poll_once()
-        except Exception as exc:  # the next poll retries; never crash the worker
-            log.warning("poll %s %s failed: %s", system, entity, exc)
-            return
+        async with running:
+            try:
+                await poller.poll_once()
+            except Exception as exc:  # the next poll retries; never crash the worker
+                log.warning("poll %s %s failed: %s", system, entity, exc)
+                return
         metrics.POLLS.labels(system, entity).inc()
         metrics.LAST_POLL.labels(system, entity).set(time.time())
 
     poll.__name__ = f"poll_{system}_{entity}"
+    polls[(system, entity)] = poll
     return app.timer(interval=settings.poll_interval, on_leader=True, name=f"poll-{system}-{entity}")(poll)
 
 
 pollers = {pair: _make_poll_timer(*pair) for pair in ENTITIES}
+
+
+@app.task
+async def first_polls() -> None:
+    """The leader polls every system once as soon as it is connected: a timer's first tick
+    comes one poll interval after the worker started."""
+    await runtime.ready.wait()
+    if app.is_leader():
+        await asyncio.gather(*(poll() for poll in polls.values()))
 
 
 @app.timer(interval=settings.poll_interval, on_leader=True, name="watch-watermarks")
