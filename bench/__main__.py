@@ -245,7 +245,8 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
                    json={"rate_limit_per_min": 600 if rate_limited else None}).raise_for_status()
         if rate_limited:
             p.env_extra["TALKSTREAM_BUSINESSNXT_RATE_LIMIT"] = "600"
-        records = n + n + n // 10
+        expected = {"product-product": n, "order-order": n, "user-order": n // 10}  # links per flow
+        records = sum(expected.values())
         crm0, bnxt0 = p.crm_stats(), p.bnxt_stats()
         p.start_worker()
         rss_start, _ = peak_rss_mib(p.worker.process.pid)
@@ -274,7 +275,7 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
             httpx.post(p.crm_url + "/_sandbox/seed", json={"n": n}, timeout=120).raise_for_status()
         halfway: dict[str, float] = {}
         samples: list[tuple[int, float]] = []  # (links, RSS MiB) every half second of the second half
-        progress = FlowProgress(t0, {"product-product": n, "order-order": n, "user-order": n // 10})
+        progress = FlowProgress(t0, expected)
 
         def done() -> bool:
             if not p.worker.alive():  # fail now, not at the timeout

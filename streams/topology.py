@@ -431,11 +431,8 @@ async def wake_links() -> None:
                         for key in schedule.due(now, linked, fresh)])
 
 
-#: Each poller's poll, as its timer and the first poll at start-up call it.
-polls: dict[tuple[str, str], Callable[[], Awaitable[None]]] = {}
-
-
-def _make_poll_timer(system: str, entity: str):
+def _make_poll_timer(system: str, entity: str) -> Callable[[], Awaitable[None]]:
+    """One poller's poll, registered as its leader-only timer; returned for ``first_polls``."""
     running = asyncio.Lock()
 
     async def poll() -> None:
@@ -454,11 +451,12 @@ def _make_poll_timer(system: str, entity: str):
         metrics.LAST_POLL.labels(system, entity).set(time.time())
 
     poll.__name__ = f"poll_{system}_{entity}"
-    polls[(system, entity)] = poll
-    return app.timer(interval=settings.poll_interval, on_leader=True, name=f"poll-{system}-{entity}")(poll)
+    app.timer(interval=settings.poll_interval, on_leader=True, name=f"poll-{system}-{entity}")(poll)
+    return poll
 
 
-pollers = {pair: _make_poll_timer(*pair) for pair in ENTITIES}
+#: Each poller's poll, as its timer and the first poll at start-up call it.
+polls = {pair: _make_poll_timer(*pair) for pair in ENTITIES}
 
 
 @app.task
