@@ -157,6 +157,32 @@ def candidate_values(flt: dict[str, Any] | None, field: str) -> set | None:
     return found
 
 
+def lower_bound(flt: dict[str, Any] | None, field: str, kind: str) -> Any | None:
+    """A value that ``field`` is at least in every row matching ``flt`` (from ``_gte``, ``_gt``,
+    ``_eq`` or ``_between``), or ``None`` when the filter sets no such bound (the store then
+    narrows its candidates by the bound, and still applies the whole filter)."""
+    if not flt:
+        return None
+    bounds: list[Any] = []
+    for name, cond in flt.items():
+        if cond is None:
+            continue
+        if name == "_and":
+            bounds += [b for b in (lower_bound(sub, field, kind) for sub in cond) if b is not None]
+        elif name == "_or":
+            subs = [lower_bound(sub, field, kind) for sub in cond]
+            if subs and all(b is not None for b in subs):
+                bounds.append(min(subs))
+        elif name == field and isinstance(cond, dict):
+            for op in ("_gte", "_gt", "_eq"):
+                if cond.get(op) is not None:
+                    bounds.append(_coerce(kind, cond[op]))
+            between = cond.get("_between")
+            if isinstance(between, dict) and between.get("from") is not None:
+                bounds.append(_coerce(kind, between["from"]))
+    return max(bounds) if bounds else None
+
+
 def sort_rows(rows: list[Row], order_by: Iterable[dict[str, str]] | None, key_fields: tuple[str, ...]) -> list[Row]:
     """Stable multi-key sort; nulls first on ASC; primary key ASC breaks ties."""
     specs: list[tuple[str, bool]] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
+from bisect import bisect_left, insort
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -23,6 +24,9 @@ Row = dict[str, Any]
 CUSTOMERS = frozenset(range(10000, 10100))
 #: secondary hash indexes (table, field) kept for fast origin-stamp look-ups
 SECONDARY = (("order", "information1"), ("product", "information1"))
+#: every table is also indexed by changedTimestamp: a poll's ``changedTimestamp _gte`` read looks
+#: at the rows changed since, not at every row
+CHANGED = "changedTimestamp"
 
 
 class StoreError(Exception):
@@ -58,6 +62,8 @@ class Store:
         self.rows: dict[str, dict[Any, Row]] = {name: {} for name in TABLES}
         self.lines_by_order: dict[int, dict[int, Row]] = defaultdict(dict)
         self.secondary: dict[tuple[str, str], dict[Any, set]] = {s: defaultdict(set) for s in SECONDARY}
+        #: per table, ``(changedTimestamp, primary key)`` of every row with a timestamp, sorted
+        self.by_changed: dict[str, list[tuple[str, Any]]] = {name: [] for name in TABLES}
         self.lock = threading.RLock()
         self.listeners: list[Callable[[list[TableChange]], None]] = []
         self._clock = datetime(2000, 1, 1, tzinfo=timezone.utc)
@@ -76,11 +82,18 @@ class Store:
 
     # ---- indexes ----------------------------------------------------------
     def _index_add(self, tname: str, row: Row) -> None:
+        if row.get(CHANGED) is not None:
+            insort(self.by_changed[tname], (row[CHANGED], _pk(TABLES[tname], row)))
         for (t, f), idx in self.secondary.items():
             if t == tname and row.get(f) is not None:
                 idx[row[f]].add(_pk(TABLES[t], row))
 
     def _index_remove(self, tname: str, row: Row) -> None:
+        if row.get(CHANGED) is not None:
+            by_changed, entry = self.by_changed[tname], (row[CHANGED], _pk(TABLES[tname], row))
+            i = bisect_left(by_changed, entry)
+            if i < len(by_changed) and by_changed[i] == entry:
+                del by_changed[i]
         for (t, f), idx in self.secondary.items():
             if t == tname and row.get(f) is not None:
                 s = idx.get(row[f])
@@ -125,7 +138,7 @@ class Store:
                     else:
                         out.extend(by_no.values())
                 return out
-            return table.values()
+            return self._changed_since(tname, flt)
         keys = F.candidate_values(flt, t.key[0])
         if keys is not None:
             return [table[k] for k in keys if k in table]
@@ -134,7 +147,17 @@ class Store:
                 vals = F.candidate_values(flt, f)
                 if vals is not None:
                     return [table[k] for v in vals for k in idx.get(v, ())]
-        return table.values()
+        return self._changed_since(tname, flt)
+
+    def _changed_since(self, tname: str, flt: dict | None) -> Iterable[Row]:
+        """The rows changed at or after the filter's lower bound on changedTimestamp (every row
+        when it sets none)."""
+        table = self.rows[tname]
+        since = F.lower_bound(flt, CHANGED, TABLES[tname].fields[CHANGED])
+        if since is None:
+            return table.values()
+        by_changed = self.by_changed[tname]
+        return [table[pk] for _ts, pk in by_changed[bisect_left(by_changed, (since,)):]]
 
     def select(self, tname: str, flt: dict | None, parent: int | None = None) -> list[Row]:
         pred = F.compile_filter(flt, TABLES[tname].fields)

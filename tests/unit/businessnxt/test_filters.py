@@ -84,3 +84,27 @@ def test_page_forward_backward_skip_and_errors():
             F.page(10, **bad)
     with pytest.raises(F.FilterError):
         F.page(10, after="!!!")
+
+
+@pytest.mark.parametrize("flt,expected", [
+    (None, None),
+    ({"n": {"_gte": 2}}, None),  # another field
+    ({"t": {"_gte": "2026-01-01T10:00"}}, "2026-01-01T10:00:00.0000000"),
+    ({"t": {"_gt": "2026-01-01T10:00:00.5"}}, "2026-01-01T10:00:00.5000000"),
+    ({"t": {"_eq": "2026-01-01T10:00:00"}}, "2026-01-01T10:00:00.0000000"),
+    ({"t": {"_between": {"from": "2026-01-02T00:00:00", "to": "2026-02-01T00:00:00"}}},
+     "2026-01-02T00:00:00.0000000"),
+    ({"t": {"_lte": "2026-01-01T10:00:00"}}, None),  # an upper bound only
+    # the keyset page of a poll: the highest bound of an _and
+    ({"_and": [{"t": {"_gte": "2026-01-01T10:00:00"}},
+               {"_or": [{"t": {"_gt": "2026-01-01T10:00:00.5"}}, {"n": {"_gt": 3}}]}]},
+     "2026-01-01T10:00:00.0000000"),
+    # an _or bounds only when every alternative does (then by the lowest)
+    ({"_or": [{"t": {"_gte": "2026-03-01T00:00:00"}}, {"t": {"_gte": "2026-02-01T00:00:00"}}]},
+     "2026-02-01T00:00:00.0000000"),
+    ({"_or": [{"t": {"_gte": "2026-03-01T00:00:00"}}, {"n": {"_eq": 1}}]}, None),
+])
+def test_lower_bound_is_what_every_matching_row_is_at_least(flt, expected):
+    assert F.lower_bound(flt, "t", "datetime") == expected
+    if expected is not None:  # the bound never excludes a matching row
+        assert all(r["t"] is not None and r["t"] >= expected for r in ROWS if F.compile_filter(flt, FIELDS)(r))
