@@ -584,6 +584,26 @@ def _patch_producer_flush(Producer) -> None:
     Producer.flush = flush
 
 
+def _patch_get_producer(Topic) -> None:
+    """Faust's ``Topic`` asks ``app.maybe_start_producer()`` for the producer before every
+    message it publishes. That is a ``mode`` stampede wrapper, which yields to the event loop
+    three times per call (``asyncio.sleep(0)`` before and after) even when the producer runs:
+    every ``topic.send()`` and every table changelog message was three task switches, and an
+    agent sending a product reference was measured waiting 0.25 ms on average while other
+    tasks ran. Once the producer has started, it is returned at once."""
+    original = Topic._get_producer
+
+    async def _get_producer(self):
+        app = self.app
+        if not app.in_transaction:
+            producer = app.producer
+            if producer.started:
+                return producer
+        return await original(self)
+
+    Topic._get_producer = _get_producer
+
+
 def apply() -> None:
     global _applied
     if _applied:
@@ -597,6 +617,7 @@ def apply() -> None:
     from faust.tables.recovery import Recovery
     from faust.transport.consumer import Consumer
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Producer
+    from faust.topics import Topic
     from faust.transport.producer import ProducerBuffer
 
     ProducerBuffer.max_messages = PRODUCER_BUFFER_MESSAGES
@@ -605,6 +626,7 @@ def apply() -> None:
     _patch_getmany(Consumer, _worker_assignment, _position)
     _patch_seek_to_committed(AIOKafkaConsumerThread)
     _patch_producer_flush(Producer)
+    _patch_get_producer(Topic)
     Recovery._resume_streams = _seek_before_resume(Recovery._resume_streams)
     Recovery.on_recovery_completed = _seek_before_resume(Recovery.on_recovery_completed)
     _applied = True
