@@ -47,6 +47,20 @@ message sent while the producer is idle leaves at once; under load it waits at
 most the gap more. The answer to a request is handled (its sends complete)
 before the gap.
 
+Two of Faust's per-message costs were turns of the event loop. Every message
+Faust publishes (``topic.send``, every table changelog message) asked
+``app.maybe_start_producer()`` for the producer, a ``mode`` stampede wrapper
+that yields to the loop three times per call; an agent's send then waited
+while other tasks ran (measured: 0.25 ms per product-reference send during a
+load). And every consumed message was handed to the streams with
+``wait_first(deliver(message), suspend_flow.wait())``: four tasks per message.
+``apply()`` returns the started producer at once (``_patch_get_producer``), and
+starts each delivery in the consumer's own task while the flow is not
+suspended: one that need not wait (nearly all) costs no task; one that waits
+goes on as before beside the suspension (``_patch_delivery_wait``). Measured
+together: a load-only initial load from 940-990 to 1,180-1,260 records/s on
+the 2-core machine, the worker's CPU per record from about 0.95 to 0.75 ms.
+
 Faust could lose records when partitions moved between live workers (on any
 broker): see "seek-safe consuming" below. ``apply()`` installs that fix too.
 
@@ -604,6 +618,66 @@ def _patch_get_producer(Topic) -> None:
     Topic._get_producer = _get_producer
 
 
+async def _resume(coro, yielded):
+    """Go on with a coroutine that was started by hand (``coro.send(None)`` returned ``yielded``)
+    as its task would: wait for the future it yielded (or give the loop one turn for a bare
+    yield), send it on, until it returns. Cancelled, it cancels that future and lets the
+    coroutine see the cancellation where it waits, as ``asyncio.Task.cancel`` does."""
+    while True:
+        try:
+            if yielded is None:
+                await asyncio.sleep(0)
+            else:
+                yielded._asyncio_future_blocking = False
+                await asyncio.wait((yielded,))
+        except asyncio.CancelledError:
+            if yielded is not None:
+                yielded.cancel()
+            try:
+                coro.throw(asyncio.CancelledError())
+            except StopIteration:
+                pass
+            else:  # it swallowed the cancellation and went on waiting: stop it
+                coro.close()
+            raise
+        try:
+            yielded = coro.send(None)
+        except StopIteration as done:
+            return done.value
+
+
+def _patch_delivery_wait(Consumer) -> None:
+    """Faust's consumer hands each fetched message to its streams with
+    ``wait_first(deliver(message), suspend_flow.wait())``: mode makes a task of each, and of
+    the consumer's stopped and crashed events, and waits for the first of the four, for every
+    message. The delivery only waits while a rebalance holds the streams (flow control), the
+    producer buffer is full, or a stream's queue is full; otherwise it completes at once.
+    While the flow is not suspended and the consumer runs, the delivery now starts at once, in
+    the consumer's task: done without waiting (nearly always), it costs no task at all; if it
+    has to wait, it goes on as before, side by side with the suspension."""
+    original = Consumer.wait_first
+
+    async def wait_first(self, *coros, timeout=None):
+        deliver = coros[0] if coros else None
+        if (timeout is None and asyncio.iscoroutine(deliver) and not self.suspend_flow.is_set()
+                and not self._stopped.is_set() and not self._crashed.is_set()):
+            try:
+                yielded = deliver.send(None)
+            except BaseException as exc:
+                for other in coros[1:]:
+                    if asyncio.iscoroutine(other):
+                        other.close()  # never started
+                if isinstance(exc, StopIteration):
+                    return WaitResults([deliver], [exc.value], False)
+                raise
+            return await original(self, _resume(deliver, yielded), *coros[1:], timeout=timeout)
+        return await original(self, *coros, timeout=timeout)
+
+    from mode.services import WaitResults
+
+    Consumer.wait_first = wait_first
+
+
 def apply() -> None:
     global _applied
     if _applied:
@@ -627,6 +701,7 @@ def apply() -> None:
     _patch_seek_to_committed(AIOKafkaConsumerThread)
     _patch_producer_flush(Producer)
     _patch_get_producer(Topic)
+    _patch_delivery_wait(Consumer)
     Recovery._resume_streams = _seek_before_resume(Recovery._resume_streams)
     Recovery.on_recovery_completed = _seek_before_resume(Recovery.on_recovery_completed)
     _applied = True
