@@ -378,13 +378,40 @@ def trimmed_rss_mib(p: Pipeline) -> float | None:
     return rss / (1024 * 1024) if rss is not None else None
 
 
+def _read_back_everything(p: Pipeline) -> None:
+    """Wait until the worker has read back every Business NXT record (the load's own writes
+    come back as change events, which the Business NXT poller reads behind the load): the
+    system is then at rest, and a worker started next has nothing to catch up on."""
+    tables = p.bnxt_stats().get("rows", {})
+    rows = tables.get("order", 0) + tables.get("product", 0)  # a change event per order, lines included
+    wait_until(lambda: metric_sum(metrics_text(p), 'talkstream_events_in_total{topic="businessnxt.') >= rows,
+               timeout=300, interval=0.5, message=f"the {rows} Business NXT records read back")
+
+
+def _settled_trimmed_rss_mib(p: Pipeline, tolerance_mib: float = 0.5, timeout: float = 60.0) -> float | None:
+    """The worker's trimmed RSS once two readings a second apart differ by less than
+    ``tolerance_mib`` (the worker has finished what it was doing)."""
+    deadline = time.monotonic() + timeout
+    last = trimmed_rss_mib(p)
+    while last is not None and time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = trimmed_rss_mib(p)
+        if now is None or abs(now - last) < tolerance_mib:
+            return now
+        last = now
+    return last
+
+
 def _recovered_rss_mib(p: Pipeline, records: int) -> tuple[float, float | None]:
-    """Stop the worker, start a new one; its RSS once it holds every link again, as it is and
-    trimmed (``trimmed_rss_mib``)."""
+    """Once the system is at rest (every record read back), stop the worker and start a new
+    one; its RSS once it holds every link again and has settled, as it is and trimmed
+    (``trimmed_rss_mib``)."""
+    _read_back_everything(p)
     p.worker.stop()
     p.start_worker()
     wait_until(lambda: all_linked(p, records), timeout=600, interval=0.5, message=f"{records} links recovered")
-    return peak_rss_mib(p.worker.process.pid)[0], trimmed_rss_mib(p)
+    trimmed = _settled_trimmed_rss_mib(p)
+    return peak_rss_mib(p.worker.process.pid)[0], trimmed
 
 
 def _slope(points: list[tuple[int, float]]) -> float | None:

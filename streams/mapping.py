@@ -1176,6 +1176,8 @@ def _validate(mapping: Mapping, where: str) -> None:
             raise fail("a flow needs a non-empty id")
         if flow.id in seen:
             raise fail("duplicate flow id")
+        if ":" in flow.id:
+            raise fail("a flow id cannot contain ':' (a link key is <flow id>:<record>)")
         seen.add(flow.id)
         if flow.source.system != "customcrm" or flow.target.system != "businessnxt":
             raise fail("a flow goes from customcrm (source) to businessnxt (target)")

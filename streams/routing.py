@@ -13,7 +13,9 @@ systems' events of one link meet on one partition of ``talkstream.flow.events``:
 The router remembers the key it gave each record (``known``) when the data
 alone would not give it again: a Customcrm product whose ``Sku`` changed after
 linking stays on its link, and a Businessnxt delete tombstone (no row data)
-finds the link its row had.
+finds the link its row had. The ``routes`` table stores that memory as the link
+keys alone (``stored_routes``; a key starts with its flow id): one string for a
+record of one flow, the same string object the links table holds.
 """
 from __future__ import annotations
 
@@ -24,6 +26,21 @@ from streams.mapping import Flow, Mapping
 def route_key(event: ChangeEvent) -> str:
     """Key of the router's memory for one record."""
     return f"{event.system}:{event.entity}:{event.id}"
+
+
+def stored_routes(remembered: dict[str, str]) -> str | list[str]:
+    """The router's memory of one record as the ``routes`` table holds it: its link key (a
+    list of keys for a record of several flows)."""
+    keys = list(remembered.values())
+    return keys[0] if len(keys) == 1 else keys
+
+
+def known_routes(stored: str | list[str] | dict[str, str] | None) -> dict[str, str] | None:
+    """``{flow id: link key}`` from what ``stored_routes`` stored (or the dict that earlier
+    versions stored)."""
+    if stored is None or isinstance(stored, dict):
+        return stored
+    return {key.split(":", 1)[0]: key for key in ([stored] if isinstance(stored, str) else stored)}
 
 
 def route(mapping: Mapping, event: ChangeEvent, known: dict[str, str] | None

@@ -598,6 +598,7 @@ def _raw():
     [
         (lambda m: m["flows"][0]["properties"][0].update(convert="uppercase"), "unknown converter 'uppercase'"),
         (lambda m: m["flows"].append(copy.deepcopy(m["flows"][0])), "duplicate flow id"),
+        (lambda m: m["flows"][0].update(id="orders:v2"), "cannot contain ':'"),
         (lambda m: m["flows"][1]["properties"][1].update(source="Sku"), "duplicate source property"),
         (lambda m: m["flows"][0]["properties"][0].update(colour="red"), "colour"),
         (lambda m: m["flows"][0]["properties"][0].update(direction="sideways"), "direction"),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from schemas.change import ChangeEvent
 from streams.mapping import load_mapping
-from streams.routing import route
+from streams.routing import known_routes, route, stored_routes
 
 MAPPING = load_mapping()
 
@@ -43,3 +43,17 @@ def test_product_link_key_is_the_first_sku_and_survives_a_sku_change():
     assert keys(r2) == [("product-product", "product-product:SKU-1")] and mem2 is None
     r3, _ = route(MAPPING, ev("businessnxt", "product", "SKU-1", {"productNo": "SKU-1"}), None)
     assert keys(r3) == [("product-product", "product-product:SKU-1")]
+
+
+def test_the_routes_table_stores_the_link_keys_alone_and_reads_earlier_dicts():
+    one = {"product-product": "product-product:SKU:1"}
+    assert stored_routes(one) == "product-product:SKU:1"  # the key names its flow
+    assert known_routes(stored_routes(one)) == one
+    two = {"order-order": "order-order:o1", "user-order": "user-order:o1"}
+    assert known_routes(stored_routes(two)) == two
+    assert known_routes(one) == one  # the dict that earlier versions stored
+    assert known_routes(None) is None
+    # what the router remembers comes back as it was remembered
+    m = load_mapping()
+    _, remembered = route(m, ev("customcrm", "product", "p1", {"Id": "p1", "Sku": "SKU-1"}), None)
+    assert known_routes(stored_routes(remembered)) == remembered
