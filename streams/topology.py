@@ -113,13 +113,21 @@ summaries: dict[str, tuple[str, str, bool, bool]] = {}  # key -> (flow, status, 
 summary_counts: Counter[tuple[str, str, bool, bool]] = Counter()  # summary -> its links: /status without a walk
 
 
+#: The preset dictionary of the links held shrunk in memory (``linkcodec.shrink``).
+LINK_DICTIONARY = linkcodec.mapping_dictionary(mapping)
+#: Seconds between two looks for settled links to shrink.
+SHRINK_INTERVAL = 10.0
+
+
 def get_link(key: str) -> dict | None:
     raw = links.get(key)
-    return linkcodec.unpack(key, raw) if raw else None
+    return linkcodec.unpack(key, linkcodec.expand(raw, LINK_DICTIONARY)) if raw else None
 
 
 #: Links stored in the table but not yet on its changelog: link key -> changelog partition.
 unwritten: dict[str, int] = {}
+#: Links stored since the last look for settled links (``shrink_settled_links``).
+touched: set[str] = set()
 
 
 def put_link(key: str, link: dict) -> None:
@@ -134,7 +142,9 @@ def put_link(key: str, link: dict) -> None:
     other state, and the sinks' creates and updates are idempotent (origin stamp, match key,
     compare before write)."""
     raw = linkcodec.pack(link)
-    if links.get(key) != raw:
+    held = links.get(key)
+    if held is None or linkcodec.expand(held, LINK_DICTIONARY) != raw:
+        touched.add(key)
         if engine.provisional(link):
             links.data[key] = raw
             unwritten[key] = links.partition_for_key(key)
@@ -150,7 +160,7 @@ def write_unwritten() -> None:
         key, partition = unwritten.popitem()
         raw = links.data.get(key)
         if raw is not None:
-            links.send_changelog(partition, key, raw)
+            links.send_changelog(partition, key, linkcodec.expand(raw, LINK_DICTIONARY))
 
 
 kafka_compat.before_producer_flush(write_unwritten)
@@ -192,7 +202,28 @@ async def _rebuild_link_index() -> None:
     summary_counts.clear()
     for key, raw in list(links.items()):
         if raw and _partition_of(key) in owned:
-            _index(key, linkcodec.unpack(key, raw))
+            _index(key, linkcodec.unpack(key, linkcodec.expand(raw, LINK_DICTIONARY)))
+    touched.clear()
+    shrink_settled()  # every link just read from the changelog has settled
+
+
+def shrink_settled() -> int:
+    """Hold the links not stored since the last look shrunk in memory (``linkcodec.shrink``;
+    the changelog keeps their JSON); returns how many were shrunk."""
+    data = links.data.data
+    shrunk = 0
+    for key, raw in data.items():
+        if raw and raw[:1] != linkcodec.SHRUNK and key not in touched and key not in unwritten:
+            data[key] = linkcodec.shrink(raw, LINK_DICTIONARY)
+            shrunk += 1
+    touched.clear()
+    return shrunk
+
+
+@app.timer(interval=SHRINK_INTERVAL)
+async def shrink_settled_links() -> None:
+    """Every ``SHRINK_INTERVAL``: shrink the links that were not stored since the last time."""
+    shrink_settled()
 
 
 def _share_link_keys() -> None:

@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from connectors.common.kafka import read_all
+from streams import linkcodec
+from streams.mapping import load_mapping
 from tests.e2e.harness import settle, Pipeline, bnxt_all, crm_all, run, stamped, wait_for, worker_status, writes
 
 pytestmark = pytest.mark.e2e
@@ -145,7 +147,7 @@ def test_example_consumer_mirrors_all_orders(p, tmp_path):
 
 def test_status_reports_what_the_link_state_takes_in_memory(p):
     """``/status?memory=1`` walks the link state (what ``make bench`` reports per link): it counts
-    at least the stored link documents, and every link."""
+    at least the link documents as held in memory (settled ones shrunk), and every link."""
     memory = httpx.get(f"http://127.0.0.1:{p.web_port}/status", params={"memory": 1}, timeout=30).json()[
         "state_memory"]
     changelog = run(read_all(p.broker.bootstrap, f"{p.app_id}-links-changelog", timeout=60))
@@ -153,7 +155,15 @@ def test_status_reports_what_the_link_state_takes_in_memory(p):
     stored = [value for value in latest.values() if value]
     assert memory["links"] == SEED * 2 + SEED // 10
     assert memory["table_entries"] == len(stored)
-    assert sum(map(len, stored)) < memory["parts"]["links"] < 3 * sum(map(len, stored))
+    zdict = linkcodec.mapping_dictionary(load_mapping())
+    held = sum(min(len(value), len(linkcodec.shrink(value, zdict))) for value in stored)
+    assert held < memory["parts"]["links"] < 3 * sum(map(len, stored))
+
+    def shrunk() -> bool:  # settled links are held shrunk within two looks (every 10 s)
+        parts = httpx.get(f"http://127.0.0.1:{p.web_port}/status", params={"memory": 1},
+                          timeout=30).json()["state_memory"]["parts"]
+        return parts["links"] < 0.6 * sum(map(len, stored))
+    wait_for(shrunk, timeout=60, message="the settled links held shrunk in memory")
     assert set(memory["parts"]) == {"links", "routes", "summaries", "wakeups", "product_refs"}
     assert memory["bytes"] == sum(memory["parts"].values())
     assert "state_memory" not in worker_status(p)  # the walk only when asked

@@ -85,3 +85,24 @@ def test_sides_that_were_stored_once_come_back_as_separate_dicts():
 def test_the_full_form_written_by_earlier_versions_is_read_unchanged():
     for link in lifecycle().values():
         assert linkcodec.unpack(KEY, orjson.dumps(link)) == link
+
+
+ZDICT = linkcodec.dictionary([(ORDER.id, ORDER.property_names(include_create_only=True)
+                               + ["LineNo", "ProductId", "Quantity", "UnitPrice", "Description"])])
+
+
+@pytest.mark.parametrize("stage", list(lifecycle()))
+def test_a_link_held_shrunk_in_memory_expands_to_its_stored_bytes(stage):
+    stored = linkcodec.pack(lifecycle()[stage])
+    held = linkcodec.shrink(stored, ZDICT)
+    assert held[:1] == linkcodec.SHRUNK and stored[:1] == b"{"
+    assert linkcodec.expand(held, ZDICT) == stored
+    assert linkcodec.expand(stored, ZDICT) is stored  # JSON is held as it is stored
+
+
+def test_a_settled_link_held_shrunk_takes_a_fraction_of_its_stored_bytes():
+    link, _ = linked_order()
+    stored = linkcodec.pack(link)
+    assert len(linkcodec.shrink(stored, ZDICT)) < 0.5 * len(stored)
+    # the preset dictionary is what makes it small
+    assert len(linkcodec.shrink(stored, ZDICT)) < len(linkcodec.shrink(stored, b"x"))
