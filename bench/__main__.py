@@ -25,12 +25,14 @@ HTTP servers, and a real worker. Prints a table and writes
    half second (less moved by one moment's buffers), and the link
    state itself per link, walked by the worker (``/status?memory=1``: the
    links and routes tables, per-link summaries and wake-ups, product
-   references). Then the worker is stopped and a new one started: its RSS once it
-   recovered every link from the changelog, less the first worker's RSS when it
-   was ready with none, per link, is the memory a link takes at rest (the load's
-   buffers left out); ``memory.bytes_per_link`` takes both RSS figures after a
-   garbage collection and ``malloc_trim`` (``/status?memory=1``), so heap pages
-   left free by the recovery's buffers are not counted either.
+   references). Then, once the system is at rest (the worker has read back every
+   record the load wrote to Business NXT), the worker is stopped and a new one
+   started: its RSS once it recovered every link from the changelog and settled
+   (two readings a second apart within 0.5 MiB), less the first worker's RSS when
+   it was ready with none, per link, is the memory a link takes at rest (the
+   load's buffers left out); ``memory.bytes_per_link`` takes both RSS figures
+   after a garbage collection and ``malloc_trim`` (``/status?memory=1``), so heap
+   pages left free by the recovery's buffers are not counted either.
 4. scale-out: the same load with a second worker joining the first.
 5. two workers started together: both are ready (the group settled) before
    Customcrm gets its records (``POST /_sandbox/seed``); records/s from the
