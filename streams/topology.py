@@ -207,17 +207,14 @@ async def _rebuild_link_index() -> None:
     shrink_settled()  # every link just read from the changelog has settled
 
 
-def shrink_settled() -> int:
+def shrink_settled() -> None:
     """Hold the links not stored since the last look shrunk in memory (``linkcodec.shrink``;
-    the changelog keeps their JSON); returns how many were shrunk."""
+    the changelog keeps their JSON)."""
     data = links.data.data
-    shrunk = 0
     for key, raw in data.items():
         if raw and raw[:1] != linkcodec.SHRUNK and key not in touched and key not in unwritten:
             data[key] = linkcodec.shrink(raw, LINK_DICTIONARY)
-            shrunk += 1
     touched.clear()
-    return shrunk
 
 
 @app.timer(interval=SHRINK_INTERVAL)

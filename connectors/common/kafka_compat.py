@@ -655,6 +655,8 @@ def _patch_delivery_wait(Consumer) -> None:
     While the flow is not suspended and the consumer runs, the delivery now starts at once, in
     the consumer's task: done without waiting (nearly always), it costs no task at all; if it
     has to wait, it goes on as before, side by side with the suspension."""
+    from mode.services import WaitResults
+
     original = Consumer.wait_first
 
     async def wait_first(self, *coros, timeout=None):
@@ -672,8 +674,6 @@ def _patch_delivery_wait(Consumer) -> None:
                 raise
             return await original(self, _resume(deliver, yielded), *coros[1:], timeout=timeout)
         return await original(self, *coros, timeout=timeout)
-
-    from mode.services import WaitResults
 
     Consumer.wait_first = wait_first
 
