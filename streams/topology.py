@@ -124,8 +124,8 @@ def get_link(key: str) -> dict | None:
     return linkcodec.unpack(key, linkcodec.expand(raw, LINK_DICTIONARY)) if raw else None
 
 
-#: Links stored in the table but not yet on its changelog: link key -> changelog partition.
-unwritten: dict[str, int] = {}
+#: Links stored in the table but not yet on its changelog: link key -> (changelog partition, link).
+unwritten: dict[str, tuple[int, bytes]] = {}
 #: Links stored since the last look for settled links (``shrink_settled_links``).
 touched: set[str] = set()
 
@@ -140,14 +140,18 @@ def put_link(key: str, link: dict) -> None:
     message instead of two. Until the commit, the message that made the provisional state is
     not committed either: a worker that dies before it is read again from there, as for any
     other state, and the sinks' creates and updates are idempotent (origin stamp, match key,
-    compare before write)."""
+    compare before write). (A RocksDB store keeps the provisional state on disk; after a
+    ``kill -9`` the message read again finds it, and a write with no result is sent again
+    after ``TALKSTREAM_ACK_TIMEOUT``.)"""
     raw = linkcodec.pack(link)
     held = links.get(key)
     if held is None or linkcodec.expand(held, LINK_DICTIONARY) != raw:
         touched.add(key)
         if engine.provisional(link):
+            # the store alone, through its mapping interface (``Collection.data`` is Faust's
+            # handle on the table's store): the partition is the current event's, as for a table write
             links.data[key] = raw
-            unwritten[key] = links.partition_for_key(key)
+            unwritten[key] = (links.partition_for_key(key), raw)
         else:
             links[key] = raw
             unwritten.pop(key, None)
@@ -157,10 +161,8 @@ def put_link(key: str, link: dict) -> None:
 def write_unwritten() -> None:
     """Send the provisional link states to the changelog (called at the start of every producer flush)."""
     while unwritten:
-        key, partition = unwritten.popitem()
-        raw = links.data.get(key)
-        if raw is not None:
-            links.send_changelog(partition, key, linkcodec.expand(raw, LINK_DICTIONARY))
+        key, (partition, raw) = unwritten.popitem()
+        links.send_changelog(partition, key, raw)
 
 
 kafka_compat.before_producer_flush(write_unwritten)
@@ -194,7 +196,7 @@ async def _rebuild_link_index() -> None:
     global _refs_seen
     owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == FLOW_EVENTS}
     _refs_seen = -2  # the next check looks at every parked order (fresh references may have been taken)
-    for key in [key for key, partition in unwritten.items() if partition not in owned]:
+    for key in [key for key, (partition, _) in unwritten.items() if partition not in owned]:
         del unwritten[key]  # its partition moved: the new owner reads its messages again from the commit
     _share_link_keys()
     schedule.clear()
@@ -207,13 +209,19 @@ async def _rebuild_link_index() -> None:
     shrink_settled()  # every link just read from the changelog has settled
 
 
+#: The memory store holds settled links shrunk and one string per link key (below); a RocksDB
+#: store keeps its values on disk (compressed in blocks), so neither applies there.
+HELD_IN_MEMORY = settings.store.startswith("memory")
+
+
 def shrink_settled() -> None:
     """Hold the links not stored since the last look shrunk in memory (``linkcodec.shrink``;
-    the changelog keeps their JSON)."""
-    data = links.data.data
-    for key, raw in data.items():
-        if raw and raw[:1] != linkcodec.SHRUNK and key not in touched and key not in unwritten:
-            data[key] = linkcodec.shrink(raw, LINK_DICTIONARY)
+    the changelog keeps their JSON). Memory store only, through the store's mapping interface."""
+    if HELD_IN_MEMORY:
+        store = links.data
+        for key, raw in list(store.items()):
+            if raw and raw[:1] != linkcodec.SHRUNK and key not in touched and key not in unwritten:
+                store[key] = linkcodec.shrink(raw, LINK_DICTIONARY)
     touched.clear()
 
 
@@ -226,12 +234,15 @@ async def shrink_settled_links() -> None:
 def _share_link_keys() -> None:
     """One string object per link key after a recovery, as while processing: the links table's
     key, the routes that name it, its summary and wake-up (each read from a changelog was a
-    string of its own: 75 bytes per key and route)."""
-    data = links.data.data
-    for key in [key for key in data if sys.intern(key) is not key]:
-        data[sys.intern(key)] = data.pop(key)
-    stored = routes.data.data
-    for rkey, value in stored.items():
+    string of its own: 75 bytes per key and route). Memory store only, through the stores'
+    mapping interface."""
+    if not HELD_IN_MEMORY:
+        return
+    store = links.data
+    for key in [key for key in store.keys() if sys.intern(key) is not key]:
+        store[sys.intern(key)] = store.pop(key)
+    stored = routes.data
+    for rkey, value in list(stored.items()):
         if isinstance(value, str):
             stored[rkey] = sys.intern(value)
         elif isinstance(value, list):
@@ -288,9 +299,10 @@ async def _route(event) -> list[tuple[str, dict]]:
             payload=event.value.decode(errors="replace")[:10000] if event.value else None))
         return []
     rkey = route_key(change)
+    # the routes table's partition (its changelog's, a RocksDB store's database) is this event's
+    kafka_compat.set_current_event(event)
     pairs, remembered = route(mapping, change, known_routes(routes.get(rkey)))
     if remembered is not None:
-        kafka_compat.set_current_event(event)  # the routes changelog partition is this event's
         # the link keys as the links table holds them (interned there): one string, not two
         routes[rkey] = stored_routes({flow_id: sys.intern(key) for flow_id, key in remembered.items()})
     # the event as it came (valid: it was just parsed), not dumped again
@@ -601,15 +613,19 @@ def state_memory() -> dict:
             total += sum(size(getattr(obj, name, None)) for name in obj.__slots__)
         return total
 
+    # each table as a dict of its entries (the memory store holds one); a RocksDB store's
+    # entries are on disk and are not counted here (compare the worker's RSS)
+    held = {name: dict(table.items()) if HELD_IN_MEMORY else {} for name, table in (("links", links),
+                                                                                  ("routes", routes))}
     parts = {
-        "links": size(links.data.data),
-        "routes": size(routes.data.data),
+        "links": size(held["links"]),
+        "routes": size(held["routes"]),
         "summaries": size(summaries),
         "wakeups": sum(size(part) for part in schedule.held()),
         "product_refs": size(product_refs.data),
     }
     return {"bytes": sum(parts.values()), "parts": parts, "links": len(summaries),
-            "table_entries": len(links.data.data), "rss_trimmed_bytes": _trimmed_rss()}
+            "table_entries": len(links), "store": settings.store, "rss_trimmed_bytes": _trimmed_rss()}
 
 
 def _trimmed_rss() -> int | None:

@@ -1,15 +1,52 @@
-"""Shared fixtures: the embedded broker (one per test session) and helpers.
+"""Shared fixtures: the embedded broker and Apache Kafka (one each per test session) and helpers.
+
+Tests marked ``kafka`` need a real Apache Kafka (``java`` and ``mvn``): where those are
+missing they are skipped, with one line in the summary saying why, unless
+``TALKSTREAM_REQUIRE_KAFKA`` is set (``.ci/run`` sets it), which makes them fail.
 
 Every process a fixture starts is stopped by its PID in the fixture's
 teardown, which also runs when the test fails.
 """
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
 
 from streams.embedded_broker import EmbeddedBroker
+from tests.support import REQUIRE_KAFKA, apache_kafka_missing, require_apache_kafka
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = apache_kafka_missing()
+    if reason is None or os.environ.get(REQUIRE_KAFKA):
+        return  # a missing Kafka then fails in the test (require_apache_kafka)
+    for item in items:
+        if item.get_closest_marker("kafka"):
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def pytest_terminal_summary(terminalreporter):
+    reason = apache_kafka_missing()
+    if reason and not os.environ.get(REQUIRE_KAFKA):
+        skipped = sum(reason in str(report.longrepr) for report in terminalreporter.stats.get("skipped", []))
+        if skipped:
+            terminalreporter.write_line(f"Apache Kafka profile skipped ({skipped} tests): {reason}; "
+                                        f"set {REQUIRE_KAFKA}=1 to make that a failure")
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory):
+    """A running one-node Apache Kafka (KRaft) for the whole test session (of this process)."""
+    from streams.apache_kafka import ApacheKafka
+
+    require_apache_kafka()
+    k = ApacheKafka(nodes=1, directory=str(tmp_path_factory.mktemp("kafka"))).start()
+    try:
+        yield k
+    finally:
+        k.stop()
 
 
 @pytest.fixture(scope="session")

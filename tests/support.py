@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Awaitable, Callable, TypeVar
 
@@ -39,3 +40,26 @@ async def async_wait_until(
             return last
         await asyncio.sleep(interval)
     raise ConditionTimeout(f"condition not met within {timeout} s: {message or condition!r} (last={last!r})")
+
+
+#: Set (``.ci/run`` does) to make a missing Apache Kafka a failure instead of a skip.
+REQUIRE_KAFKA = "TALKSTREAM_REQUIRE_KAFKA"
+
+
+def apache_kafka_missing() -> str | None:
+    """Why Apache Kafka cannot run here (``java`` or ``mvn`` missing), or None."""
+    from streams.apache_kafka import missing_tools
+
+    return missing_tools()
+
+
+def require_apache_kafka() -> None:
+    """Skip the calling test (fail it where ``TALKSTREAM_REQUIRE_KAFKA`` is set) when Apache Kafka
+    cannot run here."""
+    import pytest
+
+    reason = apache_kafka_missing()
+    if reason:
+        if os.environ.get(REQUIRE_KAFKA):
+            pytest.fail(f"{reason} ({REQUIRE_KAFKA} is set)", pytrace=False)
+        pytest.skip(reason)

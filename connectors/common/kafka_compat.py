@@ -678,10 +678,69 @@ def _patch_delivery_wait(Consumer) -> None:
     Consumer.wait_first = wait_first
 
 
+#: Every attribute of Faust and aiokafka that talkstream replaces or reads (module, class or
+#: None, attribute). ``check_patch_targets()`` finds each before anything is patched.
+PATCH_TARGETS: tuple[tuple[str, str | None, str], ...] = (
+    ("aiokafka.consumer.group_coordinator", "GroupCoordinator", "_maybe_leave_group"),
+    ("aiokafka.consumer.group_coordinator", "GroupCoordinator", "reset_generation"),
+    ("aiokafka.partitioner", None, "murmur2"),
+    ("aiokafka.producer.message_accumulator", "MessageAccumulator", "add_message"),
+    ("aiokafka.producer.message_accumulator", "MessageAccumulator", "drain_by_nodes"),
+    ("aiokafka.producer.message_accumulator", "MessageAccumulator", "reenqueue"),
+    ("aiokafka.producer.message_accumulator", "MessageAccumulator", "create_builder"),
+    ("aiokafka.producer.sender", "SendProduceReqHandler", "do"),
+    ("aiokafka.consumer.fetcher", "Fetcher", "seek_to"),
+    ("faust.transport.producer", "ProducerBuffer", "max_messages"),
+    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_fetch_records"),
+    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "seek_to_committed"),
+    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_create_worker_consumer"),
+    ("faust.transport.drivers.aiokafka", "Producer", "flush"),
+    ("faust.transport.consumer", "Consumer", "getmany"),
+    ("faust.transport.consumer", "Consumer", "_wait_next_records"),
+    ("faust.transport.consumer", "Consumer", "wait_first"),
+    ("faust.topics", "Topic", "_get_producer"),
+    ("faust.tables.recovery", "Recovery", "_resume_streams"),
+    ("faust.tables.recovery", "Recovery", "on_recovery_completed"),
+    ("faust.streams", None, "_current_event"),
+)
+
+#: The versions the patches were written and tested for (``pyproject.toml`` says the same).
+SUPPORTED = "faust-streaming>=0.15.2,<0.16 and aiokafka>=0.14,<0.15"
+
+
+class UnsupportedLibraryVersion(RuntimeError):
+    """An attribute talkstream patches is missing: Faust or aiokafka is a version it was not made for."""
+
+
+def check_patch_targets(targets=PATCH_TARGETS) -> None:
+    """Fail with the package, its version and the missing attribute when a patch target is gone."""
+    import importlib
+    from importlib import metadata
+
+    for module_name, class_name, attribute in targets:
+        package = "faust-streaming" if module_name.startswith("faust") else module_name.split(".")[0]
+        try:
+            owner = importlib.import_module(module_name)
+            if class_name is not None:
+                owner = getattr(owner, class_name)
+            found = hasattr(owner, attribute)
+        except (ImportError, AttributeError):
+            found = False
+        if not found:
+            try:
+                version = metadata.version(package)
+            except metadata.PackageNotFoundError:
+                version = "not installed"
+            where = f"{module_name}.{class_name + '.' if class_name else ''}{attribute}"
+            raise UnsupportedLibraryVersion(
+                f"{package} {version} has no {where}, which talkstream patches: install {SUPPORTED}")
+
+
 def apply() -> None:
     global _applied
     if _applied:
         return
+    check_patch_targets()
     gc.GroupCoordinator._maybe_leave_group = _maybe_leave_group
     partitioner.murmur2 = murmur2  # the same hash, about twice as fast (``connectors.common.murmur2``)
     MessageAccumulator.add_message = _add_message

@@ -1,5 +1,6 @@
-"""End-to-end harness: a fresh embedded broker, both sandbox systems and a real
-worker, each its own process, stopped by PID (also when a test fails).
+"""End-to-end harness: a fresh broker (the embedded one, or a real Apache Kafka with
+``broker="kafka"``), both sandbox systems and a real worker, each its own process,
+stopped by PID (also when a test fails).
 
 Tests talk to the systems through their public APIs (the connectors' clients)
 and count requests with ``/_sandbox/stats``.
@@ -20,9 +21,10 @@ import httpx
 from connectors.businessnxt.client import BusinessnxtClient
 from connectors.common.httpserver import free_port
 from connectors.customcrm.client import CustomcrmClient
+from streams.apache_kafka import ApacheKafka
 from streams.embedded_broker import EmbeddedBroker
 from streams.supervisor import Child
-from tests.support import wait_until
+from tests.support import require_apache_kafka, wait_until
 
 CRM_TOKEN = "crm-token-e2e-5f1c9a"
 CLIENT_ID, CLIENT_SECRET, COMPANY = "e2e-client", "bnxt-secret-e2e-8d2b7c", 1
@@ -52,7 +54,12 @@ class Pipeline:
     # the tests read Customcrm with the same token as the worker; its rate limit is tested on its own
     crm_rate_limit: str = "off"
     env_extra: dict = field(default_factory=dict)
-    broker: EmbeddedBroker | None = None
+    #: "embedded" (Tansu) or "kafka" (Apache Kafka, ``kafka_nodes`` combined nodes)
+    broker_kind: str = "embedded"
+    kafka_nodes: int = 1
+    #: the worker's table store
+    store: str = "memory://"
+    broker: EmbeddedBroker | ApacheKafka | None = None
     procs: list[Proc] = field(default_factory=list)
     worker: Proc | None = None
     crm_url: str = ""
@@ -82,7 +89,11 @@ class Pipeline:
         wait_until(ok, timeout=30, message=f"{proc.name} healthy")
 
     def start(self) -> "Pipeline":
-        self.broker = EmbeddedBroker(log_path=None).start()
+        if self.broker_kind == "kafka":
+            require_apache_kafka()
+            self.broker = ApacheKafka(nodes=self.kafka_nodes, directory=str(self.tmp / "kafka")).start()
+        else:
+            self.broker = EmbeddedBroker(log_path=None).start()
         self.web_port = free_port()
         crm_port, bnxt_port = free_port(), free_port()
         crm = self._spawn("customcrm", ["sandbox", "customcrm", "--port", str(crm_port), "--seed", str(self.seed),
@@ -101,7 +112,9 @@ class Pipeline:
     def worker_env(self) -> dict:
         env = {
             "KAFKA_BROKER": self.broker.url,
-            "TALKSTREAM_SINGLE_RECORD_BATCHES": "on",
+            # the embedded broker needs the protection; on Apache Kafka the self-check decides (off)
+            "TALKSTREAM_SINGLE_RECORD_BATCHES": "on" if self.broker_kind == "embedded" else "auto",
+            "TALKSTREAM_STORE": self.store,
             "TALKSTREAM_APP_ID": self.app_id,
             "TALKSTREAM_DATA_DIR": str(self.tmp / "data"),
             "TALKSTREAM_WEB_PORT": str(self.web_port),

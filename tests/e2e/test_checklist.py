@@ -1,7 +1,8 @@
 """The QA checklist of the "Customcrm to Businessnxt Dataflow", sentence by sentence,
 for each flow, plus echo and conflict behaviour (invariants 2, 3 and 4).
 
-One pipeline serves the module; each test edits its own records.
+One pipeline per engine serves the module (the embedded broker with in-memory tables, and
+Apache Kafka with RocksDB tables); each test edits its own records.
 """
 from __future__ import annotations
 
@@ -18,10 +19,17 @@ MAPPING = load_mapping()
 SEED = 12
 
 
-@pytest.fixture(scope="module")
-def p(tmp_path_factory):
-    pipe = Pipeline(tmp_path_factory.mktemp("checklist"), seed=SEED, bnxt_seed=3,
-                    env_extra={"TALKSTREAM_POLL_INTERVAL": "0.5"})
+#: The checklist runs on the embedded broker with in-memory tables, and on the production
+#: engine: Apache Kafka with RocksDB tables.
+ENGINES = [pytest.param(("embedded", "memory://"), id="embedded"),
+           pytest.param(("kafka", "rocksdb://"), id="kafka-rocksdb", marks=pytest.mark.kafka)]
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def p(request, tmp_path_factory):
+    broker_kind, store = request.param
+    pipe = Pipeline(tmp_path_factory.mktemp("checklist"), seed=SEED, bnxt_seed=3, broker_kind=broker_kind,
+                    store=store, env_extra={"TALKSTREAM_POLL_INTERVAL": "0.5"})
     try:
         pipe.start()
         pipe.start_worker()

@@ -23,9 +23,12 @@ SEED = 15
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def p(tmp_path_factory):
-    pipe = Pipeline(tmp_path_factory.mktemp("ops"), seed=SEED)
+@pytest.fixture(scope="module", params=[pytest.param(("embedded", "memory://"), id="embedded"),
+                                        pytest.param(("kafka", "rocksdb://"), id="kafka-rocksdb",
+                                                     marks=pytest.mark.kafka)])
+def p(request, tmp_path_factory):
+    broker_kind, store = request.param
+    pipe = Pipeline(tmp_path_factory.mktemp("ops"), seed=SEED, broker_kind=broker_kind, store=store)
     try:
         pipe.start()
         pipe.start_worker()

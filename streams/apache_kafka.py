@@ -1,0 +1,354 @@
+"""A real Apache Kafka (KRaft) for tests, benchmarks and local trials, from Maven Central jars.
+
+``ApacheKafka(nodes=1)`` (or 3: combined broker+controller nodes) fetches the
+broker's jars on first use (``mvn dependency:copy-dependencies`` on the
+checked-in ``apache_kafka.pom.xml``, into ``~/.cache/talkstream/kafka-<version>``
+or ``$TALKSTREAM_KAFKA_CACHE``), formats KRaft storage in a temporary directory,
+starts one JVM per node on free 127.0.0.1 ports and waits until every node
+answers a Kafka ApiVersions request and the cluster's metadata names every
+broker (no sleeps). ``stop()`` stops exactly the PIDs it started; the JVMs also
+die with the process that started them (Linux ``PR_SET_PDEATHSIG``).
+
+``BROKER_SETTINGS`` are the broker settings of every node; ``docker-compose.yml``
+sets the same ones (``tests/unit/test_compose.py`` keeps them in step).
+
+Measured on the 2-core machine (Kafka 4.1.1, OpenJDK 17): the first fetch takes
+about 18 s (Maven and 46 jars, 43 MB), a formatter JVM 0.7 s, a node is ready
+about 1.6 s after its JVM started.
+"""
+from __future__ import annotations
+
+import atexit
+import base64
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from connectors.common.httpserver import free_port
+from streams.embedded_broker import _die_with_parent, kafka_api_versions_ok
+
+POM = Path(__file__).with_name("apache_kafka.pom.xml")
+KAFKA_VERSION = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text()).group(1)
+
+#: Broker settings of every node (the listeners, ids and directories are added per node).
+BROKER_SETTINGS: dict[str, str] = {
+    "auto.create.topics.enable": "false",  # talkstream and Faust create their topics
+    "group.initial.rebalance.delay.ms": "0",  # the first join of a group is not held 3 s
+    "offsets.topic.num.partitions": "4",
+    "num.network.threads": "2",
+    "num.io.threads": "2",
+    "background.threads": "2",
+    "log.cleaner.dedupe.buffer.size": "16777216",  # the default takes 128 MiB of heap
+    "log.cleaner.backoff.ms": "500",  # the cleaner looks for work twice a second (default 15 s)
+    "log.initial.task.delay.ms": "500",  # log tasks (the cleaner) start after 0.5 s (default 30 s)
+}
+
+#: JVM options of a node: a small heap, the serial collector and the C1 compiler only suit a
+#: test broker on 2 cores (start-up 1.6 s); override with ``TALKSTREAM_KAFKA_JVM_OPTS``.
+JVM_OPTS = "-Xms256m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true"
+
+LOG4J2 = """\
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = {level}
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = kafka
+logger.kafka.level = {level}
+logger.apache.name = org.apache.kafka
+logger.apache.level = {level}
+"""
+
+
+class ApacheKafkaUnavailable(RuntimeError):
+    """Apache Kafka cannot run here (no java or mvn, or the jars could not be fetched)."""
+
+
+class ApacheKafkaError(RuntimeError):
+    """A node did not start or stop as it should."""
+
+
+def missing_tools() -> str | None:
+    """A one-line reason when ``java`` or ``mvn`` is not on the PATH, else None."""
+    missing = [tool for tool in ("java", "mvn") if shutil.which(tool) is None]
+    if missing:
+        return (f"Apache Kafka needs {' and '.join(missing)} on the PATH (OpenJDK 17 or newer and Maven 3), "
+                "to fetch and run the broker from Maven Central")
+    return None
+
+
+def cache_dir() -> Path:
+    """Where the broker's jars are kept: ``$TALKSTREAM_KAFKA_CACHE`` or ``~/.cache/talkstream``."""
+    base = os.environ.get("TALKSTREAM_KAFKA_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "talkstream")
+    return Path(base) / f"kafka-{KAFKA_VERSION}"
+
+
+def fetch_jars(progress=None) -> Path:
+    """The directory of the broker's jars, fetched with Maven when not cached yet.
+
+    Safe with several processes at once (a file lock); a failed fetch leaves nothing behind."""
+    import fcntl
+
+    reason = missing_tools()
+    if reason:
+        raise ApacheKafkaUnavailable(reason)
+    target = cache_dir() / "lib"
+    if (target / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+            return target  # another process fetched them meanwhile
+        if progress:
+            progress(f"fetching Apache Kafka {KAFKA_VERSION} from Maven Central into {target.parent} (once)")
+        partial = Path(tempfile.mkdtemp(prefix="lib-", dir=target.parent))
+        try:
+            result = subprocess.run(
+                ["mvn", "-B", "-q", "-f", str(POM), "dependency:copy-dependencies", "-DincludeScope=runtime",
+                 f"-DoutputDirectory={partial}"],
+                capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+            if result.returncode != 0 or not (partial / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+                last = (result.stdout + result.stderr).strip().splitlines()[-1:] or ["no output"]
+                raise ApacheKafkaUnavailable(
+                    f"fetching Apache Kafka {KAFKA_VERSION} with Maven failed (exit {result.returncode}): "
+                    f"{last[0][:300]}")
+            shutil.rmtree(target, ignore_errors=True)
+            partial.rename(target)
+        except subprocess.TimeoutExpired as exc:
+            raise ApacheKafkaUnavailable(f"fetching Apache Kafka {KAFKA_VERSION} with Maven took over 600 s") from exc
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+def _cluster_id() -> str:
+    return base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+
+
+@dataclass
+class Node:
+    """One combined broker+controller node."""
+
+    node_id: int
+    port: int
+    controller_port: int
+    directory: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def properties(self) -> Path:
+        return self.directory / "node.properties"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "kafka.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+@dataclass
+class ApacheKafka:
+    """A running Apache Kafka cluster of ``nodes`` combined nodes. A context manager, or start()/stop()."""
+
+    nodes: int = 1
+    directory: str | None = None
+    start_timeout: float = 90.0
+    log_level: str = "WARN"
+    jvm_opts: str = field(default_factory=lambda: os.environ.get("TALKSTREAM_KAFKA_JVM_OPTS", JVM_OPTS))
+    members: list[Node] = field(default_factory=list, init=False)
+    _tmp: tempfile.TemporaryDirectory | None = field(default=None, init=False, repr=False)
+    _lib: Path | None = field(default=None, init=False, repr=False)
+
+    @property
+    def replication(self) -> int:
+        """The replication factor the cluster allows (internal topics use it)."""
+        return min(self.nodes, 3)
+
+    @property
+    def bootstrap(self) -> str:
+        """``host:port[,host:port]`` for aiokafka and librdkafka."""
+        return ",".join(f"127.0.0.1:{n.port}" for n in self.members)
+
+    @property
+    def url(self) -> str:
+        """``kafka://host:port[;host:port]`` for Faust (the KAFKA_BROKER format)."""
+        return "kafka://" + ";".join(f"127.0.0.1:{n.port}" for n in self.members)
+
+    @property
+    def pids(self) -> list[int]:
+        return [n.pid for n in self.members if n.pid]
+
+    # ------------------------------------------------------------------ configuration
+    def _settings(self, node: Node, voters: str) -> dict[str, str]:
+        internal = str(self.replication)
+        min_isr = str(max(1, self.replication - 1))
+        return {
+            "process.roles": "broker,controller",
+            "node.id": str(node.node_id),
+            "controller.quorum.voters": voters,
+            "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(node.directory / "data"),
+            "offsets.topic.replication.factor": internal,
+            "transaction.state.log.replication.factor": internal,
+            "transaction.state.log.min.isr": min_isr,
+            "share.coordinator.state.topic.replication.factor": internal,
+            "share.coordinator.state.topic.min.isr": min_isr,
+            **BROKER_SETTINGS,
+        }
+
+    def _java(self, main: str, *args: str, log: Path) -> list[str]:
+        config = log.with_suffix(".log4j2.properties")
+        config.write_text(LOG4J2.format(log=log, level=self.log_level))
+        return ["java", *self.jvm_opts.split(), f"-Dlog4j2.configurationFile={config}",
+                "-cp", f"{self._lib}/*", main, *args]
+
+    # ------------------------------------------------------------------ life cycle
+    def start(self, progress=None) -> "ApacheKafka":
+        if self.members:
+            return self
+        self._lib = fetch_jars(progress)
+        if self.directory is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="talkstream-kafka-")
+            self.directory = self._tmp.name
+        root = Path(self.directory)
+        self.members = [Node(i + 1, free_port(), free_port(), root / f"node{i + 1}") for i in range(self.nodes)]
+        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.members)
+        cluster = _cluster_id()
+        atexit.register(self.stop)
+        try:
+            for node in self.members:
+                node.directory.mkdir(parents=True, exist_ok=True)
+                node.properties.write_text("".join(f"{k}={v}\n" for k, v in self._settings(node, voters).items()))
+                fmt = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster, "-c",
+                                                str(node.properties), log=node.directory / "format.log"),
+                                     capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+                if fmt.returncode != 0:
+                    raise ApacheKafkaError(f"formatting node {node.node_id}'s storage failed: "
+                                           f"{(fmt.stdout + fmt.stderr).strip()[-500:]}")
+            for node in self.members:
+                self.start_node(node, wait=False)
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_node(self, node: Node, wait: bool = True) -> None:
+        """Start (or restart, after ``kill9``) one node's JVM on its formatted storage."""
+        if node.alive():
+            return
+        self.members[node.node_id - 1] = node
+        node.process = subprocess.Popen(
+            self._java("kafka.Kafka", str(node.properties), log=node.log),
+            stdout=open(node.directory / "stdout.log", "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Until every running node answers ApiVersions and the metadata names every running broker."""
+        deadline = time.monotonic() + self.start_timeout
+        running = [n for n in self.members if n.process is not None]
+        while time.monotonic() < deadline:
+            for node in running:
+                if node.process.poll() is not None:
+                    raise ApacheKafkaError(
+                        f"Apache Kafka node {node.node_id} exited with code {node.process.returncode} while "
+                        f"starting (log: {node.log}): {self._last_error(node)}")
+            if all(kafka_api_versions_ok("127.0.0.1", n.port, timeout=0.5) for n in running) \
+                    and self._brokers_seen(running) >= len(running):
+                return
+            time.sleep(0.1)
+        raise ApacheKafkaError(f"Apache Kafka did not answer within {self.start_timeout:.0f} s "
+                               f"(logs in {self.directory})")
+
+    def _brokers_seen(self, running: list[Node]) -> int:
+        import asyncio
+
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        async def seen() -> int:
+            admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{running[0].port}", request_timeout_ms=3000)
+            try:
+                await admin.start()
+                return len((await admin.describe_cluster())["brokers"])
+            finally:
+                await admin.close()
+
+        try:
+            return asyncio.run(asyncio.wait_for(seen(), 5))
+        except Exception:
+            return 0
+
+    @staticmethod
+    def _last_error(node: Node) -> str:
+        text = node.log.read_text(errors="replace") if node.log.exists() else ""
+        errors = [line for line in text.splitlines() if " ERROR " in line or "Exception" in line]
+        return (errors[-1] if errors else text.strip().splitlines()[-1:] or ["no log"])[:400]
+
+    def kill9(self, node: Node) -> None:
+        """SIGKILL one node (its storage stays: ``start_node`` brings it back)."""
+        if node.alive():
+            node.process.kill()
+            node.process.wait(10)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop every node this object started (SIGTERM, then SIGKILL), by PID, and remove temporary storage."""
+        for node in self.members:
+            if node.alive():
+                node.process.send_signal(signal.SIGTERM)
+        for node in self.members:
+            if node.process is not None and node.process.poll() is None:
+                try:
+                    node.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    node.process.kill()
+                    node.process.wait(10)
+            node.process = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> "ApacheKafka":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main() -> None:  # pragma: no cover - manual use
+    """``python -m streams.apache_kafka [NODES]``: run a cluster until Ctrl-C."""
+    nodes = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+    started = time.monotonic()
+    kafka = ApacheKafka(nodes=nodes).start(progress=lambda m: print(m, flush=True))
+    print(f"Apache Kafka {KAFKA_VERSION} ({nodes} node{'s' * (nodes > 1)}) on {kafka.url} in "
+          f"{time.monotonic() - started:.1f} s (pids {kafka.pids})", flush=True)
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        kafka.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
