@@ -17,8 +17,12 @@ def _dead(p) -> list[dict]:
     return json.loads(p.cli("deadletters", "list", "--json").stdout)
 
 
-def test_deadletter_redrive_after_the_fix(pipeline_factory):
-    p = pipeline_factory(seed=3, env_extra={"TALKSTREAM_WRITE_RETRY_MAX": "2"})
+@pytest.mark.parametrize("broker_kind, store", [
+    pytest.param("embedded", "memory://", id="embedded"),
+    pytest.param("kafka", "rocksdb://", id="kafka-rocksdb", marks=pytest.mark.kafka)])
+def test_deadletter_redrive_after_the_fix(pipeline_factory, broker_kind, store):
+    p = pipeline_factory(seed=3, broker_kind=broker_kind, store=store,
+                         env_extra={"TALKSTREAM_WRITE_RETRY_MAX": "2"})
     p.start_worker()
     wait_for(lambda: p.bnxt_stats()["rows"]["order"] >= 3, timeout=60, message="initial sync")
     # the ERP fails every request for a while: the write's retries run out -> dead letter
