@@ -1,0 +1,100 @@
+"""The real Apache Kafka that the project starts from Maven Central jars (``streams.apache_kafka``):
+it starts and stops exactly its own processes, three nodes form one cluster, producers use
+normal batches on it (the embedded broker's protection stays off), and Faust's table
+recovery is exact on it with normal batches, with both stores."""
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from streams import broker_check
+from streams.apache_kafka import KAFKA_VERSION, ApacheKafka, ApacheKafkaUnavailable, fetch_jars, missing_tools
+from tests.integration.test_broker_smoke import run_scenario
+
+pytestmark = pytest.mark.integration
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.kafka
+def test_three_nodes_form_one_cluster_and_stop_ends_exactly_their_processes(tmp_path):
+    kafka = ApacheKafka(nodes=3, directory=str(tmp_path / "cluster")).start()
+    try:
+        pids = kafka.pids
+        assert len(pids) == 3 and not any(_gone(pid) for pid in pids)
+
+        async def cluster() -> tuple[int, int]:
+            admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+            await admin.start()
+            try:
+                await admin.create_topics([NewTopic("replicated", num_partitions=2, replication_factor=3)])
+                described = await admin.describe_topics(["replicated"])
+                return (len((await admin.describe_cluster())["brokers"]),
+                        min(len(p["replicas"]) for p in described[0]["partitions"]))
+            finally:
+                await admin.close()
+        assert asyncio.run(cluster()) == (3, 3)
+    finally:
+        kafka.stop()
+    assert all(_gone(pid) for pid in pids)
+    assert kafka.pids == []
+
+
+def test_missing_java_or_maven_is_a_one_line_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither java nor mvn
+    reason = missing_tools()
+    assert reason is not None and "\n" not in reason and "java" in reason and "mvn" in reason
+    with pytest.raises(ApacheKafkaUnavailable) as err:
+        ApacheKafka().start()
+    assert str(err.value) == reason
+
+
+def test_a_failed_fetch_is_a_one_line_error_and_leaves_nothing(monkeypatch, tmp_path):
+    """A Maven that fails (here one that cannot resolve anything) fails the fetch with one line
+    naming the version and Maven's last word; no partial jar directory stays in the cache."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name, script in (("java", "exit 0"),
+                         ("mvn", "echo '[ERROR] Failed to execute goal: Could not resolve dependencies'; exit 1")):
+        (tools / name).write_text(f"#!/bin/sh\n{script}\n")
+        (tools / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:/usr/bin:/bin")
+    monkeypatch.setenv("TALKSTREAM_KAFKA_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ApacheKafkaUnavailable) as err:
+        fetch_jars()
+    message = str(err.value)
+    assert KAFKA_VERSION in message and "Could not resolve dependencies" in message and "\n" not in message
+    assert [p.name for p in (tmp_path / "cache").rglob("*") if not p.name.startswith(".")] == [
+        f"kafka-{KAFKA_VERSION}"]
+
+
+@pytest.mark.kafka
+def test_producers_use_normal_batches_on_apache_kafka(kafka):
+    """The start-up self-check finds exact end offsets on Apache Kafka: no single-record batches."""
+    assert broker_check.run_self_check(kafka.url) is True
+    assert broker_check.single_record_batches("auto", kafka.url) is False
+
+
+def test_the_embedded_broker_keeps_single_record_batches(broker):
+    assert broker_check.single_record_batches("auto", broker.url) is True
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_table_recovery_is_exact_on_apache_kafka_with_normal_batches(kafka, tmp_path, unique, store, monkeypatch):
+    """A changelog-backed table recovers exactly after a clean stop, kill -9 and a clean stop,
+    with multi-record batches (the producer lingers to make them) and no protection."""
+    monkeypatch.setenv("TALKSTREAM_STORE", store)
+    observed = run_scenario(kafka, tmp_path, unique, "off", ["clean", "kill9", "clean"])
+    assert len(observed) == 3
+    for expected, recovered in observed:
+        assert recovered == expected
