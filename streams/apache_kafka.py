@@ -176,6 +176,8 @@ class ApacheKafka:
     _tmp: tempfile.TemporaryDirectory | None = field(default=None, init=False, repr=False)
     _lib: Path | None = field(default=None, init=False, repr=False)
 
+    version: str = field(default=KAFKA_VERSION, init=False)
+
     @property
     def replication(self) -> int:
         """The replication factor the cluster allows (internal topics use it)."""

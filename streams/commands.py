@@ -28,13 +28,16 @@ class SyncCommand(AppCommand):
 @app.command(
     option("--worker-loglevel", default="info", help="Log level of the worker."),
     option("--seed", type=int, default=200, help="Sample records per sandbox (when the sandboxes are started)."),
+    option("--broker", "broker_kind", type=click_choice(["embedded", "kafka"]), default="embedded",
+           help="The broker to start when KAFKA_BROKER is unset: the embedded one, or a real one-node Apache "
+                "Kafka (needs java and mvn; tables in RocksDB)."),
     base=SyncCommand,
 )
-def run(self, worker_loglevel: str, seed: int) -> int:
+def run(self, worker_loglevel: str, seed: int, broker_kind: str) -> int:
     """The main job: broker (embedded when KAFKA_BROKER is unset) and a worker; Ctrl-C stops all."""
     from streams.supervisor import Supervisor
 
-    return Supervisor(get_settings()).run(loglevel=worker_loglevel, seed=seed)
+    return Supervisor(get_settings(), broker_kind=broker_kind).run(loglevel=worker_loglevel, seed=seed)
 
 
 @app.command(

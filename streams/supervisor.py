@@ -1,14 +1,20 @@
 """``talkstream run``: supervises the processes of the main job.
 
-Starts the embedded broker when ``KAFKA_BROKER`` is unset, the sandbox systems
-when their URLs are unset, and a worker (``talkstream worker``) pointed at
-them; prints where everything listens; stops everything it started, by PID,
-on Ctrl-C / SIGTERM or when the worker dies.
+Starts the embedded broker when ``KAFKA_BROKER`` is unset (or, with
+``--broker kafka``, a real one-node Apache Kafka with RocksDB tables), the
+sandbox systems when their URLs are unset, and a worker (``talkstream worker``)
+pointed at them; prints where everything listens; stops everything it started,
+by PID, on Ctrl-C / SIGTERM or when the worker dies.
+
+A broker it starts is new and empty, so the tables a worker kept on disk in an
+earlier run (RocksDB) belong to a broker that is gone: they are removed first
+(Faust would otherwise keep them as they were, or refuse them).
 """
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +25,7 @@ import httpx
 
 from connectors.common.httpserver import free_port
 
+from streams.apache_kafka import ApacheKafka, ApacheKafkaError, ApacheKafkaUnavailable
 from streams.embedded_broker import EmbeddedBroker, EmbeddedBrokerError
 from streams.settings import Settings
 
@@ -49,7 +56,9 @@ class Child:
 class Supervisor:
     settings: Settings
     out: object = field(default=sys.stdout)
-    broker: EmbeddedBroker | None = None
+    broker: EmbeddedBroker | ApacheKafka | None = None
+    #: "embedded" (Tansu) or "kafka" (a one-node Apache Kafka, RocksDB tables) when KAFKA_BROKER is unset
+    broker_kind: str = "embedded"
     children: list[Child] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
@@ -58,14 +67,44 @@ class Supervisor:
 
     def start_broker(self) -> str:
         if self.settings.kafka_broker:
+            if self.broker_kind == "kafka":
+                raise RuntimeError("--broker kafka starts its own Apache Kafka: unset KAFKA_BROKER, or leave "
+                                   "--broker out to use the one KAFKA_BROKER names")
             self.say(f"broker: {self.settings.kafka_broker} (external)")
             return self.settings.kafka_broker
+        if self.broker_kind == "kafka":
+            return self._start_apache_kafka()
         self.broker = EmbeddedBroker(log_path=os.environ.get("TALKSTREAM_BROKER_LOG")).start()
         self.env["KAFKA_BROKER"] = self.broker.url
         # the embedded broker needs single-record batches (known; no self-check needed)
         self.env["TALKSTREAM_SINGLE_RECORD_BATCHES"] = "on"
         self.say(f"embedded broker listening on {self.broker.url} (pid {self.broker.pid})")
+        self._forget_tables_of_earlier_runs()
         return self.broker.url
+
+    def _start_apache_kafka(self) -> str:
+        """The production engine on this machine: a one-node Apache Kafka and RocksDB tables."""
+        store = os.environ.get("TALKSTREAM_STORE", "rocksdb://")
+        if store.startswith("rocksdb"):
+            try:
+                import rocksdict  # noqa: F401
+            except ImportError as exc:
+                raise RuntimeError("RocksDB tables need rocksdict: pip install -e '.[rocksdb]' "
+                                   "(or set TALKSTREAM_STORE=memory://)") from exc
+        started = time.monotonic()
+        self.broker = ApacheKafka(nodes=1, directory=None).start(progress=self.say)
+        self.env.update(KAFKA_BROKER=self.broker.url, TALKSTREAM_STORE=store,
+                        TALKSTREAM_SINGLE_RECORD_BATCHES="auto")  # the self-check finds exact offsets: off
+        self.say(f"Apache Kafka {self.broker.version} listening on {self.broker.url} (pid {self.broker.pids[0]}, "
+                 f"ready in {time.monotonic() - started:.1f} s; tables: {store})")
+        self._forget_tables_of_earlier_runs()
+        return self.broker.url
+
+    def _forget_tables_of_earlier_runs(self) -> None:
+        tables = os.path.join(self.settings.data_dir, f"{self.settings.app_id}-data")
+        if os.path.isdir(tables):
+            shutil.rmtree(tables)
+            self.say(f"removed the tables of an earlier run in {tables} (their broker is gone)")
 
     def spawn(self, name: str, args: list[str], extra_env: dict[str, str] | None = None) -> Child:
         env = {**self.env, **(extra_env or {})}
@@ -176,7 +215,12 @@ class Supervisor:
         for child in reversed(self.children):
             child.stop()
         self.children.clear()
-        if self.broker is not None:
+        if isinstance(self.broker, ApacheKafka):
+            pids = self.broker.pids
+            self.broker.stop()
+            self.broker = None
+            self.say(f"Apache Kafka stopped (pid {', '.join(map(str, pids))})")
+        elif self.broker is not None:
             pid = self.broker.pid
             self.broker.stop()
             self.broker = None
@@ -195,7 +239,7 @@ class Supervisor:
             try:
                 self.start_broker()
                 self.start_sandboxes(seed)
-            except (EmbeddedBrokerError, RuntimeError) as exc:
+            except (EmbeddedBrokerError, ApacheKafkaError, ApacheKafkaUnavailable, RuntimeError) as exc:
                 self.say(f"error: {exc}")
                 return 2
             tty = sys.stdout.isatty()
