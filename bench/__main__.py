@@ -219,6 +219,8 @@ def status_count(stats: dict, code: str) -> int:
 
 
 EXTRA_ENV: dict[str, str] = {}  # --env NAME=VALUE: settings to try (e.g. TALKSTREAM_PARTITIONS=8)
+#: --broker / --store: the engine every part runs on (Pipeline's broker_kind and store)
+ENGINE: dict[str, str] = {"broker_kind": "embedded", "store": "memory://"}
 
 
 def fast_env(extra: dict | None = None) -> dict:
@@ -239,7 +241,7 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
     every worker is ready (``POST /_sandbox/seed``; the time runs from then). ``restart``: then
     stop the worker and measure a new one that recovered every link (memory at rest)."""
     tmp.mkdir(parents=True, exist_ok=True)
-    p = Pipeline(tmp, seed=0 if together else n, crm_rate_limit="off",
+    p = Pipeline(tmp, seed=0 if together else n, crm_rate_limit="off", **ENGINE,
                  env_extra=fast_env({"TALKSTREAM_POLL_INTERVAL": "1.0"}))
     p.start()
     try:
@@ -255,16 +257,14 @@ def initial_load(n: int, tmp: Path, *, rate_limited: bool = False, workers: int 
         rss_start_trimmed = trimmed_rss_mib(p) if restart else None  # the empty worker, trimmed
         cpu_start = cpu_seconds(p.worker.process.pid)  # the worker is ready: start-up excluded
         # where the machine's CPU goes: every process of the run, the bench driver included
-        pids = {"worker": p.worker.process.pid, "broker": p.broker.process.pid, "bench": os.getpid(),
+        pids = {"worker": p.worker.process.pid, "broker": p.broker.pid, "bench": os.getpid(),
                 **{proc.name: proc.process.pid for proc in p.procs if proc.name in ("customcrm", "businessnxt")}}
         cpu_all_start = {name: cpu_seconds(pid) for name, pid in pids.items()}
         t0 = time.monotonic()
         p.more_web_ports = []
         for i in range(2, workers + 1):  # scale-out: more workers join the running one's group
-            port = free_port()
-            more = p._spawn(f"worker-{i}", ["worker", "-l", "info"],
-                            env={**p.worker_env(), "TALKSTREAM_WEB_PORT": str(port)})
-            p.more_web_ports.append(port)
+            more = p.add_worker(f"worker-{i}", web=True)
+            p.more_web_ports.append(more.web_port)
             pids[f"worker-{i}"] = more.process.pid
             cpu_all_start[f"worker-{i}"] = cpu_seconds(more.process.pid)
             if together:  # ready: it has its partitions, and the group is settled
@@ -461,6 +461,11 @@ def ceiling_broker(messages: int, size: int = 600, *, batched: bool = False) -> 
         await consumer.stop()
         return elapsed
 
+    if ENGINE["broker_kind"] == "kafka":
+        from streams.apache_kafka import ApacheKafka
+
+        with ApacheKafka() as kafka:
+            return asyncio.run(go(kafka.bootstrap))
     with EmbeddedBroker() as broker:
         return asyncio.run(go(broker.bootstrap))
 
@@ -468,7 +473,7 @@ def ceiling_broker(messages: int, size: int = 600, *, batched: bool = False) -> 
 def ceiling_api(n: int, tmp: Path) -> float:
     """Seconds for the Business NXT sandbox to take the same rows with 100 rows per request."""
     tmp.mkdir(parents=True, exist_ok=True)
-    p = Pipeline(tmp, seed=0)
+    p = Pipeline(tmp, seed=0, **ENGINE)
     p.start()
     try:
         httpx.post(p.bnxt_base + "/_sandbox/config", json={"rate_limit_per_min": None}).raise_for_status()
@@ -509,7 +514,7 @@ def edit_stream(tmp: Path, rate: float, seconds: float) -> dict:
     n_edits = int(rate * seconds) + 2
     seed = n_edits // 2 + 10  # orders on each side to edit once
     seed = seed * 2  # half the Customcrm orders are edited there, half in the ERP
-    p = Pipeline(tmp, seed=seed, webhooks=True, crm_rate_limit="off",
+    p = Pipeline(tmp, seed=seed, webhooks=True, crm_rate_limit="off", **ENGINE,
                  env_extra=fast_env({"TALKSTREAM_POLL_INTERVAL": "0.5"}))
     p.start()
     try:
@@ -601,12 +606,18 @@ def main() -> None:
                         help="skip a part: load, ceilings, scale-out, together, edits, rate-limited")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="a worker setting for every part (repeatable), e.g. TALKSTREAM_PARTITIONS=8")
+    parser.add_argument("--broker", choices=["embedded", "kafka"], default="embedded",
+                        help="the embedded broker, or a real Apache Kafka (one node, from Maven Central jars)")
+    parser.add_argument("--store", choices=["memory://", "rocksdb://"], default="memory://",
+                        help="the worker's table store")
     args = parser.parse_args()
     EXTRA_ENV.update(item.split("=", 1) for item in args.env)
+    ENGINE.update(broker_kind=args.broker, store=args.store)
     n = max(10, int(10000 * args.scale))
     out: dict = {"machine": {"cores": os.cpu_count(), "python": platform.python_version(),
                              "platform": platform.platform()},
-                 "measured_at": datetime.now(timezone.utc).isoformat(), "scale": args.scale}
+                 "measured_at": datetime.now(timezone.utc).isoformat(), "scale": args.scale,
+                 "engine": dict(ENGINE)}
     tmp = Path(tempfile.mkdtemp(prefix="talkstream-bench-"))
 
     if "load" not in args.skip:

@@ -42,7 +42,7 @@ def one_run(seed: int, join_at: float, stall: float) -> bool:
         t0 = time.monotonic()
         while p.bnxt_stats()["rows"]["product"] < seed * join_at:
             time.sleep(0.2)
-        p._spawn("worker-2", ["worker", "-l", "info", "--without-web"], env=p.worker_env())
+        p.add_worker("worker-2")
         last, last_change = -1, time.monotonic()
         while True:
             rows = p.bnxt_stats()["rows"]

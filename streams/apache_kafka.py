@@ -9,8 +9,9 @@ answers a Kafka ApiVersions request and the cluster's metadata names every
 broker (no sleeps). ``stop()`` stops exactly the PIDs it started; the JVMs also
 die with the process that started them (Linux ``PR_SET_PDEATHSIG``).
 
-``BROKER_SETTINGS`` are the broker settings of every node; ``docker-compose.yml``
-sets the same ones (``tests/unit/test_compose.py`` keeps them in step).
+``BROKER_SETTINGS`` are the broker settings of every node that production
+shares (``docker-compose.yml`` sets the same; ``tests/unit/test_compose.py``
+keeps them in step); ``SMALL_MACHINE_SETTINGS`` size a test broker for 2 cores.
 
 Measured on the 2-core machine (Kafka 4.1.1, OpenJDK 17): the first fetch takes
 about 18 s (Maven and 46 jars, 43 MB), a formatter JVM 0.7 s, a node is ready
@@ -37,17 +38,23 @@ from streams.embedded_broker import _die_with_parent, kafka_api_versions_ok
 POM = Path(__file__).with_name("apache_kafka.pom.xml")
 KAFKA_VERSION = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text()).group(1)
 
-#: Broker settings of every node (the listeners, ids and directories are added per node).
+#: Broker settings of every node that production shares: ``docker-compose.yml`` sets the same
+#: (``tests/unit/test_compose.py`` keeps them in step). Listeners, ids, directories and the
+#: internal topics' replication are added per node and cluster size.
 BROKER_SETTINGS: dict[str, str] = {
-    "auto.create.topics.enable": "false",  # talkstream and Faust create their topics
-    "group.initial.rebalance.delay.ms": "0",  # the first join of a group is not held 3 s
-    "offsets.topic.num.partitions": "4",
+    "auto.create.topics.enable": "false",  # talkstream and Faust create their topics, with their configs
+    "group.initial.rebalance.delay.ms": "0",  # a group's first join is not held 3 s
+    "log.cleaner.backoff.ms": "500",  # the cleaner looks for work twice a second (default 15 s)
+    "log.initial.task.delay.ms": "500",  # log tasks (the cleaner) start 0.5 s after start-up (default 30 s)
+}
+
+#: Sizes for a test broker on a 2-core machine (production keeps Kafka's defaults).
+SMALL_MACHINE_SETTINGS: dict[str, str] = {
+    "offsets.topic.num.partitions": "4",  # 50 by default: every group coordinator start loads them all
     "num.network.threads": "2",
     "num.io.threads": "2",
     "background.threads": "2",
     "log.cleaner.dedupe.buffer.size": "16777216",  # the default takes 128 MiB of heap
-    "log.cleaner.backoff.ms": "500",  # the cleaner looks for work twice a second (default 15 s)
-    "log.initial.task.delay.ms": "500",  # log tasks (the cleaner) start after 0.5 s (default 30 s)
 }
 
 #: JVM options of a node: a small heap, the serial collector and the C1 compiler only suit a
@@ -194,6 +201,11 @@ class ApacheKafka:
         return "kafka://" + ";".join(f"127.0.0.1:{n.port}" for n in self.members)
 
     @property
+    def pid(self) -> int | None:
+        """The first node's PID (the only one of a one-node cluster)."""
+        return self.members[0].pid if self.members else None
+
+    @property
     def pids(self) -> list[int]:
         return [n.pid for n in self.members if n.pid]
 
@@ -217,6 +229,7 @@ class ApacheKafka:
             "share.coordinator.state.topic.replication.factor": internal,
             "share.coordinator.state.topic.min.isr": min_isr,
             **BROKER_SETTINGS,
+            **SMALL_MACHINE_SETTINGS,
         }
 
     def _java(self, main: str, *args: str, log: Path) -> list[str]:

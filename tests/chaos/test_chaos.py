@@ -59,7 +59,7 @@ def test_two_workers_share_partitions_and_one_dies_mid_load(pipeline_factory):
     seed = 150
     p = pipeline_factory(seed=seed)
     first = p.start_worker()
-    second = p._spawn("worker-b", ["worker", "-l", "info", "--without-web"], env=p.worker_env())
+    second = p.add_worker("worker-b")
     wait_for(lambda: "talkstream worker ready" in second.output(), timeout=90, message="second worker ready")
     wait_for(lambda: p.bnxt_stats()["rows"]["product"] >= seed // 3, timeout=120, message="load under way")
     first.kill9()
@@ -81,7 +81,7 @@ def test_a_second_worker_joining_mid_load_loses_nothing(pipeline_factory):
     p = pipeline_factory(seed=seed, env_extra={"TALKSTREAM_PARK_TIMEOUT": "900"})
     p.start_worker()
     wait_for(lambda: p.bnxt_stats()["rows"]["product"] >= seed // 5, timeout=120, message="load under way")
-    p._spawn("worker-b", ["worker", "-l", "info", "--without-web"], env=p.worker_env())
+    p.add_worker("worker-b")
 
     async def unrouted() -> list[str]:
         flow = await read_all(p.broker.bootstrap, "talkstream.flow.events", timeout=120)

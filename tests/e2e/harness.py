@@ -35,6 +35,7 @@ class Proc(Child):
     """A child process of a test (stopped by its PID), with its log file."""
 
     log: Path = Path("/dev/null")
+    web_port: int | None = None
 
     def kill9(self) -> None:
         if self.alive():
@@ -153,6 +154,18 @@ class Pipeline:
             if "address already in use" not in self.worker.output() or self.webhooks:
                 break
         raise AssertionError(self.worker.output()[-5000:])
+
+    def add_worker(self, name: str, *, web: bool = False, env: dict | None = None) -> Proc:
+        """Another worker beside ``self.worker``, with its own data directory (a RocksDB store locks
+        its own) and, with ``web``, its own web port (``proc.web_port``); not waited for."""
+        extra = {"TALKSTREAM_DATA_DIR": str(self.tmp / f"data-{name}"), **(env or {})}
+        port = None
+        if web:
+            port = int(extra.setdefault("TALKSTREAM_WEB_PORT", str(free_port())))
+        proc = self._spawn(name, ["worker", "-l", "info", *([] if web else ["--without-web"])],
+                           env={**self.worker_env(), **extra})
+        proc.web_port = port
+        return proc
 
     def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
         """Run a ``talkstream`` command against this pipeline (fails the test on a non-zero exit)."""

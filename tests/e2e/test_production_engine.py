@@ -12,7 +12,6 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from connectors.common.httpserver import free_port
 from tests.e2e.harness import (Pipeline, assert_in_sync, bnxt_all, crm_all, run, settle, stamped, wait_for,
                                wait_in_sync, worker_status, writes)
 
@@ -92,9 +91,8 @@ def test_two_workers_share_the_partitions_of_an_apache_kafka(pipeline_factory):
     p = pipeline_factory(seed=SEED, broker_kind="kafka", store="rocksdb://")
     first = p.start_worker()
     first_port = p.web_port
-    second_port = free_port()
-    second = p._spawn("worker-b", ["worker", "-l", "info"], env={
-        **p.worker_env(), "TALKSTREAM_DATA_DIR": str(p.tmp / "data-b"), "TALKSTREAM_WEB_PORT": str(second_port)})
+    second = p.add_worker("worker-b", web=True)
+    second_port = second.web_port
     wait_for(lambda: "talkstream worker ready" in second.output() or not second.alive(), timeout=90,
              message="second worker ready")
     assert second.alive(), second.output()[-3000:]
@@ -110,5 +108,5 @@ def test_two_workers_share_the_partitions_of_an_apache_kafka(pipeline_factory):
         total = {flow: sum(c[flow] for c in counts) for flow in LINKS}
         return total == LINKS and all(sum(c.values()) > 0 for c in counts)
     wait_for(split, timeout=60, message="the links split between the two workers")
-    assert list((p.tmp / "data-b").rglob("CURRENT")), "the second worker has no RocksDB database of its own"
+    assert list((p.tmp / "data-worker-b").rglob("CURRENT")), "the second worker has no RocksDB database of its own"
     assert first.alive() and second.alive()

@@ -13,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from streams import broker_check
 from streams.apache_kafka import KAFKA_VERSION, ApacheKafka, ApacheKafkaUnavailable, fetch_jars, missing_tools
 from tests.integration.test_broker_smoke import run_scenario
+from tests.support import require_apache_kafka
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +28,7 @@ def _gone(pid: int) -> bool:
 
 @pytest.mark.kafka
 def test_three_nodes_form_one_cluster_and_stop_ends_exactly_their_processes(tmp_path):
+    require_apache_kafka()
     kafka = ApacheKafka(nodes=3, directory=str(tmp_path / "cluster")).start()
     try:
         pids = kafka.pids

@@ -48,3 +48,16 @@ def test_compose_structure():
     assert services["customcrm"]["profiles"] == ["sandbox"]
     assert services["businessnxt"]["profiles"] == ["sandbox"]
     assert (ROOT / "Dockerfile").exists()
+
+
+def test_compose_kafka_is_the_tested_version_with_the_tested_settings():
+    """docker-compose.yml runs the Apache Kafka version the tests run, with the broker settings
+    the test brokers share (streams.apache_kafka.BROKER_SETTINGS)."""
+    from streams.apache_kafka import BROKER_SETTINGS, KAFKA_VERSION
+
+    kafka = yaml.safe_load(COMPOSE.read_text())["services"]["kafka"]
+    assert kafka["image"] == f"apache/kafka:{KAFKA_VERSION}"
+    env = {name: str(value) for name, value in kafka["environment"].items()}
+    for setting, value in BROKER_SETTINGS.items():
+        name = "KAFKA_" + setting.upper().replace(".", "_")
+        assert env.get(name) == value, f"{name}: {env.get(name)!r}, the tests use {value!r}"
