@@ -130,6 +130,12 @@ unwritten: dict[str, tuple[int, bytes]] = {}
 touched: set[str] = set()
 
 
+def store_of(table):
+    """A table's store, used through its mapping interface only (``StoreT``; ``Collection.data`` is
+    Faust's public handle on it): the same calls for the memory and the RocksDB store."""
+    return table.data
+
+
 def put_link(key: str, link: dict) -> None:
     """Store a link; an unchanged one (e.g. our own write read back) costs no changelog message.
 
@@ -148,9 +154,9 @@ def put_link(key: str, link: dict) -> None:
     if held is None or linkcodec.expand(held, LINK_DICTIONARY) != raw:
         touched.add(key)
         if engine.provisional(link):
-            # the store alone, through its mapping interface (``Collection.data`` is Faust's
-            # handle on the table's store): the partition is the current event's, as for a table write
-            links.data[key] = raw
+            # the store alone (no changelog message): its partition is the current event's, as for
+            # a table write
+            store_of(links)[key] = raw
             unwritten[key] = (links.partition_for_key(key), raw)
         else:
             links[key] = raw
@@ -218,7 +224,7 @@ def shrink_settled() -> None:
     """Hold the links not stored since the last look shrunk in memory (``linkcodec.shrink``;
     the changelog keeps their JSON). Memory store only, through the store's mapping interface."""
     if HELD_IN_MEMORY:
-        store = links.data
+        store = store_of(links)
         for key, raw in list(store.items()):
             if raw and raw[:1] != linkcodec.SHRUNK and key not in touched and key not in unwritten:
                 store[key] = linkcodec.shrink(raw, LINK_DICTIONARY)
@@ -238,10 +244,10 @@ def _share_link_keys() -> None:
     mapping interface."""
     if not HELD_IN_MEMORY:
         return
-    store = links.data
+    store = store_of(links)
     for key in [key for key in store.keys() if sys.intern(key) is not key]:
         store[sys.intern(key)] = store.pop(key)
-    stored = routes.data
+    stored = store_of(routes)
     for rkey, value in list(stored.items()):
         if isinstance(value, str):
             stored[rkey] = sys.intern(value)
