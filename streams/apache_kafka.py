@@ -292,29 +292,35 @@ class ApacheKafka:
                         f"Apache Kafka node {node.node_id} exited with code {node.process.returncode} while "
                         f"starting (log: {node.log}): {self._last_error(node)}")
             if all(kafka_api_versions_ok("127.0.0.1", n.port, timeout=0.5) for n in running) \
-                    and self._brokers_seen(running) >= len(running):
+                    and self._cluster_ready(running):
                 return
             time.sleep(0.1)
         raise ApacheKafkaError(f"Apache Kafka did not answer within {self.start_timeout:.0f} s "
                                f"(logs in {self.directory})")
 
-    def _brokers_seen(self, running: list[Node]) -> int:
+    def _cluster_ready(self, running: list[Node]) -> bool:
+        """The metadata names every running broker, and a consumer group's coordinator can be found
+        (the first look-up creates ``__consumer_offsets``: a worker's first join then finds it, instead
+        of logging "GroupCoordinatorNotAvailableError" while it is made)."""
         import asyncio
 
         from aiokafka.admin import AIOKafkaAdminClient
 
-        async def seen() -> int:
+        async def ready() -> bool:
             admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{running[0].port}", request_timeout_ms=3000)
             try:
                 await admin.start()
-                return len((await admin.describe_cluster())["brokers"])
+                if len((await admin.describe_cluster())["brokers"]) < len(running):
+                    return False
+                await admin.describe_consumer_groups(["talkstream-ready-probe"])
+                return True
             finally:
                 await admin.close()
 
         try:
-            return asyncio.run(asyncio.wait_for(seen(), 5))
+            return asyncio.run(asyncio.wait_for(ready(), 5))
         except Exception:
-            return 0
+            return False
 
     @staticmethod
     def _last_error(node: Node) -> str:

@@ -26,6 +26,10 @@ kafka_compat.apply()
 logging.getLogger("httpx").setLevel(logging.WARNING)
 logging.getLogger("httpcore").setLevel(logging.WARNING)
 
+#: False in a process that runs one of talkstream's own commands (``streams.cli`` sets it), which
+#: never produces through Faust: its app then runs no broker check when it is configured.
+PRODUCES_THROUGH_FAUST = True
+
 #: When this process started (for the start-to-ready measurement).
 PROCESS_STARTED = time.monotonic()
 
@@ -76,9 +80,12 @@ def make_app(settings: Settings | None = None, *, app_id: str | None = None, **o
 
     @app.on_configured.connect
     def _protect_against_wrong_end_offsets(sender, conf, **kwargs) -> None:
-        # Runs once, when the configuration is first needed (not for --help).
-        # No broker configured: `talkstream run` (embedded broker) or a default
-        # local one; stay on the safe side without probing anything.
+        # Runs once, when the configuration is first needed (not for --help). Only a
+        # worker produces through Faust: the CLI's commands (status, replay, ...) and
+        # `talkstream run` itself probe nothing here (their producers decide on their own).
+        if not PRODUCES_THROUGH_FAUST:
+            return
+        # No broker configured: a default local one; stay on the safe side without probing it.
         mode = settings.single_record_batches if settings.kafka_broker else "on"
         if single_record_batches(mode, broker_url):
             conf.producer_max_batch_size = SINGLE_RECORD_BATCH_SIZE

@@ -11,7 +11,12 @@ import sys
 
 def main() -> None:
     _use_uvloop()
+    import streams.app
     from streams.app import app
+
+    # only a worker sends through Faust's producer; any other command must not probe a broker
+    # when the app is configured (with none running yet, `talkstream run` printed errors)
+    streams.app.PRODUCES_THROUGH_FAUST = "worker" in sys.argv[1:]
     import streams.commands  # noqa: F401  (registers the custom commands)
 
     try:

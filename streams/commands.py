@@ -54,11 +54,12 @@ def run(self, worker_loglevel: str, seed: int, broker_kind: str) -> int:
     option("--webhook-key", default=None,
            help="Businessnxt: webhook signature key (default: $TALKSTREAM_SANDBOX_WEBHOOK_KEY)."),
     option("--timezone", default="Europe/Oslo", help="Businessnxt: server time zone."),
+    option("--quiet", is_flag=True, default=False, help="Do not print where it listens."),
     base=SyncCommand,
 )
 def sandbox(self, system: str, host: str, port: int, seed: int, token: str, rate_limit: str, client_id: str,
             client_secret: str, company: int, webhook_url: str | None, webhook_key: str | None,
-            timezone: str) -> int:
+            timezone: str, quiet: bool) -> int:
     """Run one sandbox system (customcrm or businessnxt) as an HTTP server."""
     if system == "customcrm":
         from connectors.customcrm.sandbox import run as run_customcrm
@@ -72,14 +73,14 @@ def sandbox(self, system: str, host: str, port: int, seed: int, token: str, rate
             except ValueError:
                 print(f"--rate-limit must look like 100/10 or off, not {rate_limit!r}", file=sys.stderr)
                 return 2
-        run_customcrm(host=host, port=port, token=token, seed=seed, rate_limit=limit)
+        run_customcrm(host=host, port=port, token=token, seed=seed, rate_limit=limit, announce=not quiet)
     elif system == "businessnxt":
         from connectors.businessnxt.sandbox import run as run_businessnxt
 
         webhook_key = webhook_key or os.environ.get("TALKSTREAM_SANDBOX_WEBHOOK_KEY")
         run_businessnxt(host=host, port=port, client_id=client_id, client_secret=client_secret,
                         company=company, seed=seed, webhook_url=webhook_url,
-                        webhook_key=webhook_key, timezone=timezone)
+                        webhook_key=webhook_key, timezone=timezone, announce=not quiet)
     else:
         print(f"unknown system {system!r}: use customcrm or businessnxt", file=sys.stderr)
         return 2
@@ -92,16 +93,31 @@ def _mapping():
     return load_mapping(get_settings().mapping_file)
 
 
-def _console():
-    """A rich console; wide when writing to a file or a pipe (no wrapping of ids)."""
+def _console(width: int | None = None):
+    """A rich console; wide when writing to a file or a pipe (no wrapping of ids), or ``width`` wide
+    at most."""
     from rich.console import Console
 
-    return Console() if sys.stdout.isatty() else Console(width=240)
+    if sys.stdout.isatty():
+        console = Console()
+        return Console(width=min(width, console.width)) if width else console
+    return Console(width=width or 240)
 
 
 def _fail(message: str) -> None:
     print(f"talkstream: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def _operating_settings():
+    """The settings, with the broker of the ``talkstream run`` in this folder when KAFKA_BROKER is
+    unset (``streams.runfile``); one line and exit code 2 when there is none."""
+    from streams.runfile import NoRunningBroker, with_running_broker
+
+    try:
+        return with_running_broker(get_settings())
+    except NoRunningBroker as exc:
+        _fail(str(exc))
 
 
 @app.command(
@@ -116,7 +132,7 @@ def resync(self, system: str, entity: str) -> int:
     from streams.operations import OperationError, resync as do_resync
 
     try:
-        key = asyncio.run(do_resync(get_settings(), _mapping(), system, entity))
+        key = asyncio.run(do_resync(_operating_settings(), _mapping(), system, entity))
     except OperationError as exc:
         _fail(str(exc))
     print(f"watermark {key} reset: the next poll re-reads all of {system} {entity}")
@@ -135,7 +151,7 @@ def replay(self, flow_id: str, since: str) -> int:
     from streams.operations import OperationError, replay as do_replay
 
     try:
-        sent = asyncio.run(do_replay(get_settings(), _mapping(), flow_id, since))
+        sent = asyncio.run(do_replay(_operating_settings(), _mapping(), flow_id, since))
     except OperationError as exc:
         _fail(str(exc))
     print(f"re-fed {sent} change events to flow {flow_id}")
@@ -157,7 +173,7 @@ def deadletters(self, action: str, flow_id: str | None, ids: tuple[str, ...], as
 
     from streams.operations import OperationError, deadletters as load, redrive
 
-    settings = get_settings()
+    settings = _operating_settings()
     try:
         entries = asyncio.run(load(settings))
     except OperationError as exc:
@@ -198,36 +214,56 @@ def status(self, as_json: bool) -> int:
     from streams.operations import OperationError, status as do_status
 
     try:
-        data = asyncio.run(do_status(get_settings(), _mapping()))
+        data = asyncio.run(do_status(_operating_settings(), _mapping()))
     except OperationError as exc:
         _fail(str(exc))
     if as_json:
         print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         return 0
+    _console(width=80).print(status_text(data))
+    return 0
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def status_text(data: dict):
+    """``talkstream status`` for a terminal: three narrow tables (fits 80 columns); ``--json`` has
+    every detail."""
+    from rich import box
+    from rich.console import Group
     from rich.table import Table
 
-    console = _console()
-    flows = Table(title="flows")
-    cols = ("links", "linked", "pending", "parked", "blocked", "deleted", "deadletters")
-    flows.add_column("flow")
-    for col in cols:
-        flows.add_column(col, justify="right")
+    flows = Table(title="flows", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    cols = (("links", "links"), ("linked", "linked"), ("pending", "pending"), ("parked", "parked"),
+            ("blocked", "blocked"), ("deleted", "deleted"), ("deadletters", "dead"))
+    flows.add_column("flow", no_wrap=True)
+    for _key, header in cols:
+        flows.add_column(header, justify="right")
     for fid, row in data["flows"].items():
-        flows.add_row(fid, *(str(row.get(c, 0)) for c in cols))
-    console.print(flows)
-    polls = Table(title="pollers (watermark = last change read)")
-    polls.add_column("poller")
-    polls.add_column("watermark", overflow="fold")
+        flows.add_row(fid, *(f"{row.get(key, 0):,}" for key, _header in cols))
+    polls = Table(title="pollers: the newest change read", box=box.SIMPLE_HEAD, title_justify="left",
+                  pad_edge=False)
+    polls.add_column("poller", no_wrap=True)
+    polls.add_column("change time (UTC)", no_wrap=True)
+    polls.add_column("age", justify="right")
     for name, row in data["pollers"].items():
-        polls.add_row(name, str(row.get("watermark")))
-    console.print(polls)
-    lag = Table(title="consumer lag (messages not yet processed)")
-    lag.add_column("topic")
+        when = (row.get("time") or "")[:19].replace("T", " ")
+        polls.add_row(name, when or "not polled yet", _age(row.get("age_s")))
+    lag = Table(title="consumer lag: messages not yet processed", box=box.SIMPLE_HEAD, title_justify="left",
+                pad_edge=False)
+    lag.add_column("topic", no_wrap=True)
     lag.add_column("lag", justify="right")
     for topic, n in data["lag"].items():
-        lag.add_row(topic, str(n))
-    console.print(lag)
-    return 0
+        lag.add_row(topic, f"{n:,}")
+    return Group(flows, polls, lag)
 
 
 @app.command(

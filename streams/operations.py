@@ -203,18 +203,36 @@ async def status(settings: Settings, mapping: Mapping) -> dict[str, Any]:
                         "new": c["new"], "deleted": c["deleted"], "parked": c["parked"],
                         "blocked": c["blocked"], "deadletters": c["deadletters"]}
                   for fid, c in flows.items()},
-        "pollers": {f"{s}.{e}": _poll_summary(watermarks.get(watermark_key(s, e))) for s, e in entities(mapping)},
+        "pollers": {f"{s}.{e}": _poll_summary(watermarks.get(watermark_key(s, e)), settings.timezone)
+                    for s, e in entities(mapping)},
         "lag": lag,
     }
 
 
-def _poll_summary(mark: dict | None) -> dict[str, Any]:
+def _poll_summary(mark: dict | None, tz: str, now: float | None = None) -> dict[str, Any]:
+    """A poller's watermark as saved (every detail), the time of the last change it read (UTC,
+    ISO) and that time's age in seconds; None times before its first poll."""
+    when = watermark_time(mark, tz)
+    now = time.time() if now is None else now
+    return {"watermark": mark, "time": when.isoformat().replace("+00:00", "Z") if when else None,
+            "age_s": round(now - when.timestamp(), 1) if when else None}
+
+
+def watermark_time(mark: dict | None, tz: str) -> datetime | None:
+    """The newest change time a watermark covers: Customcrm's ``modified_at`` (UTC), or the newest
+    of Business NXT's per-table marks (server-local time, converted with ``tz``)."""
+    from connectors.businessnxt.poller import FLOOR
+    from connectors.businessnxt.timezones import local_to_utc, parse_utc
+
     if not mark:
-        return {"watermark": None}
-    for key in ("modified_at", "modified_since", "newest", "version", "marks"):
-        if key in mark:
-            return {"watermark": mark[key]}
-    return {"watermark": mark}
+        return None
+    try:
+        if mark.get("modified_at"):
+            return parse_utc(mark["modified_at"])
+        marks = [value for value in (mark.get("tables") or {}).values() if value and value != FLOOR]
+        return local_to_utc(max(marks), tz) if marks else None
+    except (ValueError, TypeError):
+        return None
 
 
 async def consumer_lag(bootstrap: str, group: str, topics: list[str]) -> dict[str, int]:

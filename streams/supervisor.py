@@ -27,6 +27,7 @@ from connectors.common.httpserver import free_port
 
 from streams.apache_kafka import ApacheKafka, ApacheKafkaError, ApacheKafkaUnavailable
 from streams.embedded_broker import EmbeddedBroker, EmbeddedBrokerError
+from streams import runfile
 from streams.settings import Settings
 
 
@@ -133,7 +134,7 @@ class Supervisor:
             port = free_port()
             token = "sandbox-token"
             child = self.spawn("customcrm sandbox", ["sandbox", "customcrm", "--port", str(port),
-                                                     "--seed", str(seed), "--token", token])
+                                                     "--seed", str(seed), "--token", token, "--quiet"])
             url = f"http://127.0.0.1:{port}"
             self._wait_healthy(child, url)
             self.env.update(TALKSTREAM_CUSTOMCRM_URL=url, TALKSTREAM_CUSTOMCRM_TOKEN=token)
@@ -149,7 +150,7 @@ class Supervisor:
             webhook = f"http://127.0.0.1:{s.web_port}/webhooks/businessnxt"
             args = ["sandbox", "businessnxt", "--port", str(port), "--seed", str(seed),
                     "--client-id", client_id, "--client-secret", client_secret, "--company", company,
-                    "--timezone", s.timezone]
+                    "--timezone", s.timezone, "--quiet"]
             if s.web_enabled:
                 args += ["--webhook-url", webhook]  # the key goes through the environment, not argv
             child = self.spawn("businessnxt sandbox", args, extra_env={"TALKSTREAM_SANDBOX_WEBHOOK_KEY": key})
@@ -237,8 +238,13 @@ class Supervisor:
         old_term = signal.signal(signal.SIGTERM, on_signal)
         try:
             try:
-                self.start_broker()
+                broker_url = self.start_broker()
                 self.start_sandboxes(seed)
+                # commands in another terminal of this folder find this broker (streams.runfile)
+                runfile.write(self.settings, broker_url,
+                              self.env.get("TALKSTREAM_SINGLE_RECORD_BATCHES", self.settings.single_record_batches),
+                              f"http://{self.settings.web_host}:{self.settings.web_port}"
+                              if self.settings.web_enabled else None)
             except (EmbeddedBrokerError, ApacheKafkaError, ApacheKafkaUnavailable, RuntimeError) as exc:
                 self.say(f"error: {exc}")
                 return 2
@@ -251,6 +257,7 @@ class Supervisor:
                 return 0
             return code
         finally:
+            runfile.remove(self.settings)
             self.stop()
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)

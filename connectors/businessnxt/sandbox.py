@@ -509,12 +509,14 @@ def create_app(*, client_id: str = "sandbox-client", client_secret: str = "sandb
 def run(host: str = "127.0.0.1", port: int = 0, client_id: str = "sandbox-client",
         client_secret: str = "sandbox-secret", company: int = 1, seed: int = 0,
         webhook_url: str | None = None, webhook_key: str | None = None,
-        timezone: str = "Europe/Oslo") -> None:
-    """Serve the sandbox in the foreground (``talkstream sandbox businessnxt``)."""
+        timezone: str = "Europe/Oslo", announce: bool = True) -> None:
+    """Serve the sandbox in the foreground (``talkstream sandbox businessnxt``); ``announce``: say
+    where, once (``talkstream run`` says it itself)."""
     from connectors.common.httpserver import free_port, serve
 
     port = port or free_port(host)
-    print(f"Businessnxt sandbox: http://{host}:{port}/api/graphql-service "
-          f"(token: http://{host}:{port}/connect/token, company {company})", flush=True)
+    if announce:
+        print(f"Businessnxt sandbox: http://{host}:{port}/api/graphql-service "
+              f"(token: http://{host}:{port}/connect/token, company {company})", flush=True)
     serve(create_app(client_id=client_id, client_secret=client_secret, company=company, seed=seed,
                      timezone=timezone, webhook_url=webhook_url, webhook_key=webhook_key), host, port)

@@ -977,8 +977,12 @@ def create_app(
 
 
 def run(host: str = "127.0.0.1", port: int = 0, token: str = "sandbox-token", seed: int = 0, *,
-        rate_limit: tuple[int, float] | None = (100, 10.0)) -> None:
-    """Serve the sandbox in the foreground until Ctrl-C (``talkstream sandbox customcrm``)."""
-    from connectors.common.httpserver import serve
+        rate_limit: tuple[int, float] | None = (100, 10.0), announce: bool = True) -> None:
+    """Serve the sandbox in the foreground until Ctrl-C (``talkstream sandbox customcrm``);
+    ``announce``: say where, once (``talkstream run`` says it itself)."""
+    from connectors.common.httpserver import free_port, serve
 
+    port = port or free_port(host)
+    if announce:
+        print(f"Customcrm sandbox: http://{host}:{port}/api/v1", flush=True)
     serve(create_app(token=token, seed=seed, rate_limit=rate_limit), host, port)

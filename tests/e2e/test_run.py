@@ -1,9 +1,11 @@
 """`talkstream run` (what `make run` starts): broker, sandboxes and worker from
-nothing, "all flows linked", the printed curl edit reaches Businessnxt, and
-Ctrl-C leaves no process behind. Also with RocksDB tables, and with
+nothing with no error line, "all flows linked", `talkstream status` in a second
+terminal finds the broker without KAFKA_BROKER and fits 80 columns, the printed
+curl edit reaches Businessnxt, and Ctrl-C leaves no process behind. Also with RocksDB tables, and with
 `--broker kafka` (a real Apache Kafka, RocksDB tables: the production engine)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -21,6 +23,7 @@ from tests.support import wait_until
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
+SEED = 200  # the README's `make run` default: the status table must fit 80 columns with it
 
 
 def _alive(pid: int) -> bool:
@@ -53,15 +56,32 @@ def test_run_syncs_the_seeded_sandboxes_and_stops_cleanly(tmp_path, run_args, st
     stale.mkdir(parents=True)
     log = tmp_path / "run.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "run", "--seed", "20", *run_args], stdout=out,
-                                stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "run", "--seed", str(SEED), *run_args],
+                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     try:
         text = lambda: log.read_text(errors="replace")  # noqa: E731
         wait_until(lambda: "all flows linked" in text() or proc.poll() is not None, timeout=120,
                    message="all flows linked")
         assert proc.poll() is None, text()[-3000:]
         output = text()
+        before_linked = output[:output.index("all flows linked")]
+        assert not re.search(r"error|refused|traceback", before_linked, re.IGNORECASE), before_linked
+        assert output.count("Businessnxt sandbox:") == output.count("Customcrm sandbox:") == 1
         assert not stale.exists() and "removed the tables of an earlier run" in output
+        # a second terminal in the same folder: no KAFKA_BROKER, the run file leads to the broker
+        beside = {k: v for k, v in env.items() if k != "TALKSTREAM_WEB_PORT"}
+        status = subprocess.run([sys.executable, "-m", "streams.cli", "status", "--json"], env=beside, cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)
+        assert status.returncode == 0, status.stderr
+        flows = json.loads(status.stdout)["flows"]
+        assert flows["order-order"]["linked"] == flows["product-product"]["linked"] == SEED
+        assert status.stderr == ""  # nothing on stderr: no broker check, no connection error
+        table = subprocess.run([sys.executable, "-m", "streams.cli", "status"], env=beside, cwd=ROOT,
+                               capture_output=True, text=True, timeout=120)
+        assert table.returncode == 0 and table.stderr == "", table.stderr
+        assert max(map(len, table.stdout.splitlines())) <= 80, table.stdout
+        assert re.search(rf"order-order +{SEED} +{SEED} ", table.stdout), table.stdout
+        assert re.search(r"customcrm\.order +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d +\d+ (s|min)", table.stdout), table.stdout
         broker_pid = int(re.search(r"(?:embedded broker|Apache Kafka \S+) listening on \S+ \(pid (\d+)", output)
                          .group(1))
         # the worker's link state, walked (a RocksDB store is read through the table's public interface)
@@ -100,6 +120,7 @@ def test_run_syncs_the_seeded_sandboxes_and_stops_cleanly(tmp_path, run_args, st
                 proc.kill()
                 proc.wait(10)
     assert proc.returncode == 0, log.read_text()[-3000:]
+    assert not (tmp_path / "data" / "run.json").exists()  # removed on exit: commands say no broker runs
     assert ("Apache Kafka stopped" if run_args else "embedded broker stopped") in log.read_text()
     wait_until(lambda: not any(_alive(pid) for pid in [broker_pid, *pids]), timeout=15,
                message="every started process is gone")

@@ -41,7 +41,15 @@ def test_unknown_sandbox_system_is_a_clear_error():
     assert result.returncode == 2 and "customcrm or businessnxt" in result.stderr
 
 
-def test_operations_need_a_broker():
+def test_operations_need_a_broker_and_say_so_in_one_line(tmp_path):
+    """No KAFKA_BROKER and no `talkstream run` in this folder: one line saying what to do, no
+    connection errors (nothing probes a default address)."""
     env = {k: v for k, v in __import__("os").environ.items() if k != "KAFKA_BROKER"}
-    result = subprocess.run([*CLI, "status"], capture_output=True, text=True, env=env)
-    assert result.returncode == 2 and "KAFKA_BROKER" in result.stderr
+    env["TALKSTREAM_DATA_DIR"] = str(tmp_path / "data")
+    for command in (["status"], ["replay", "--flow", "order-order"], ["deadletters"],
+                    ["resync", "--system", "customcrm", "--entity", "order"]):
+        result = subprocess.run([*CLI, *command], capture_output=True, text=True, env=env)
+        assert result.returncode == 2, command
+        assert result.stderr.strip().count("\n") == 0, result.stderr
+        assert "KAFKA_BROKER" in result.stderr and "make run" in result.stderr
+        assert "refused" not in result.stderr + result.stdout
