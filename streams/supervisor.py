@@ -53,6 +53,21 @@ class Child:
                 self.process.wait(5)
 
 
+def businessnxt_edit_example(url: str, client_id: str, client_secret: str, company: str,
+                             order: str = "ord_000002") -> list[str]:
+    """Two ready-to-paste shell lines: a token from the sandbox's OAuth2 endpoint, then a GraphQL
+    edit of the Business NXT order linked to Customcrm order ``order``."""
+    token = (f"TOKEN=$(curl -s -d grant_type=client_credentials -d client_id={client_id} "
+             f"-d client_secret={client_secret} -d scope=business-graphql-service-api:access-group-based "
+             f"{url}/connect/token | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')")
+    mutation = (f'mutation {{ useCompany(no: {company}) {{ order_update(filter: {{information1: {{_eq: '
+                f'\\"customcrm:order:{order}\\"}}}}, value: {{name: \\"Edited in Business NXT\\"}}) '
+                f'{{ affectedRows }} }} }}')
+    edit = (f"curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
+            f"-d '{{\"query\": \"{mutation}\"}}' {url}/api/graphql-service")
+    return [f"  try an edit:  {token}", f"                {edit}"]
+
+
 @dataclass
 class Supervisor:
     settings: Settings
@@ -165,6 +180,8 @@ class Supervisor:
                 self.env["TALKSTREAM_BUSINESSNXT_WEBHOOK_KEY"] = key
             self.say(f"Businessnxt sandbox: {url}/api/graphql-service  (client {client_id} / {client_secret}, "
                      f"company {company}, token endpoint {url}/connect/token, pid {child.pid})")
+            for line in businessnxt_edit_example(url, client_id, client_secret, company):
+                self.say(line)
 
     def start_worker(self, loglevel: str = "info", logfile: str | None = None) -> Child:
         args = ["worker", "-l", loglevel]
