@@ -23,6 +23,7 @@ class Progress:
     _last_at: float = 0.0
     rate: float = 0.0
     announced: bool = False
+    _last_total: int | None = None
     _last_line: float = 0.0
 
     def fetch(self) -> dict | None:
@@ -67,9 +68,14 @@ class Progress:
                 f"dead letters {int(status.get('deadletters', 0))}")
 
     def announce(self, status: dict) -> str | None:
-        if not self.announced and self.all_linked(status):
+        """"all flows linked (N links)" once every poller has polled, every link is linked, and the
+        count held still since the last look (a page of orders may wait for its products to be
+        linked: the products alone would look like "all linked" meanwhile)."""
+        settled = self.all_linked(status) and len(status.get("last_poll", {})) >= status.get("pollers", 0)
+        total = sum(f["linked"] for f in status.get("flows", {}).values())
+        previous, self._last_total = self._last_total, total if settled else None
+        if not self.announced and settled and total == previous:
             self.announced = True
-            total = sum(f["linked"] for f in status["flows"].values())
             return f"all flows linked ({total} links)"
         if self.announced and not self.all_linked(status):
             self.announced = False

@@ -26,7 +26,7 @@ import httpx
 from connectors.common.httpserver import free_port
 
 from streams.apache_kafka import ApacheKafka, ApacheKafkaError, ApacheKafkaUnavailable
-from streams.embedded_broker import EmbeddedBroker, EmbeddedBrokerError
+from streams.embedded_broker import EmbeddedBroker, EmbeddedBrokerError, _die_with_parent
 from streams import runfile
 from streams.settings import Settings
 
@@ -124,7 +124,10 @@ class Supervisor:
 
     def spawn(self, name: str, args: list[str], extra_env: dict[str, str] | None = None) -> Child:
         env = {**self.env, **(extra_env or {})}
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", *args], env=env)
+        # a session of its own: Ctrl-C in the terminal reaches only this supervisor, which stops
+        # each child (SIGTERM, by PID); a child also dies with the supervisor (Linux)
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", *args], env=env,
+                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         child = Child(name, proc)
         self.children.append(child)
         return child
@@ -154,7 +157,7 @@ class Supervisor:
             self._wait_healthy(child, url)
             self.env.update(TALKSTREAM_CUSTOMCRM_URL=url, TALKSTREAM_CUSTOMCRM_TOKEN=token)
             self.say(f"Customcrm sandbox:   {url}/api/v1  (token {token}, pid {child.pid})")
-            self.say(f"  try an edit:  curl -X PATCH -H 'Authorization: Bearer {token}' "
+            self.say(f"  try an edit:  curl -s -X PATCH -H 'Authorization: Bearer {token}' "
                      f"-H 'Content-Type: application/json' -d '{{\"Name\": \"Edited in Customcrm\"}}' "
                      f"{url}/api/v1/orders/ord_000001")
         if not s.businessnxt_url:

@@ -595,6 +595,7 @@ def local_status() -> dict:
         "last_poll": {f"{s.labels['system']}.{s.labels['entity']}": s.value
                       for m in metrics.LAST_POLL.collect() for s in m.samples},
         "ready": runtime.ready.is_set(),
+        "pollers": len(runtime.pollers) if app.is_leader() else 0,  # the leader polls
     }
 
 
