@@ -257,8 +257,7 @@ def status_text(data: dict):
     for name, row in data["pollers"].items():
         when = (row.get("time") or "")[:19].replace("T", " ")
         polls.add_row(name, when or "not polled yet", _age(row.get("age_s")))
-    lag = Table(title="consumer lag: messages not yet processed", box=box.SIMPLE_HEAD, title_justify="left",
-                pad_edge=False)
+    lag = Table(title="consumer lag (messages)", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
     lag.add_column("topic", no_wrap=True)
     lag.add_column("lag", justify="right")
     for topic, n in data["lag"].items():
