@@ -202,6 +202,42 @@ def deadletters(self, action: str, flow_id: str | None, ids: tuple[str, ...], as
 
 
 @app.command(
+    argument("action", type=click_choice(["list", "pause", "resume"]), default="list", required=False),
+    argument("flow_id", required=False, default=None),
+    option("--json", "as_json", is_flag=True, default=False, help="machine-readable output"),
+    base=SyncCommand,
+)
+def flows(self, action: str, flow_id: str | None, as_json: bool) -> int:
+    """List each flow's state (running, paused, tripped) and why; pause or resume one."""
+    import asyncio
+
+    import orjson
+
+    from streams import controls
+    from streams.operations import OperationError, flow_states, set_flow_state
+
+    settings = _operating_settings()
+    try:
+        if action != "list":
+            if not flow_id:
+                _fail(f"talkstream flows {action} FLOW: name the flow")
+            control = controls.pause(flow_id) if action == "pause" else controls.resume(flow_id)
+            asyncio.run(set_flow_state(settings, _mapping(), control))
+            print(f"flow {flow_id}: {control.describe()} (every worker obeys within a second or two)")
+            return 0
+        states = asyncio.run(flow_states(settings, _mapping()))
+    except OperationError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(orjson.dumps({fid: {"state": c.state, "why": c.describe(), "reason": c.reason, "detail": c.detail,
+                                  "since": c.at.isoformat()} for fid, c in states.items()}).decode())
+        return 0
+    for fid, control in states.items():
+        print(f"{fid:<17} {control.describe()}")
+    return 0
+
+
+@app.command(
     option("--json", "as_json", is_flag=True, default=False, help="machine-readable output"),
     base=SyncCommand,
 )
@@ -249,6 +285,9 @@ def status_text(data: dict):
         flows.add_column(header, justify="right")
     for fid, row in data["flows"].items():
         flows.add_row(fid, *(f"{row.get(key, 0):,}" for key, _header in cols))
+    held = [f"{fid}: {row['why']}" for fid, row in data["flows"].items() if row.get("state", "running") != "running"]
+    flows.caption = "\n".join(held) if held else "every flow running"
+    flows.caption_justify = "left"
     polls = Table(title="pollers: the newest change read", box=box.SIMPLE_HEAD, title_justify="left",
                   pad_edge=False)
     polls.add_column("poller", no_wrap=True)

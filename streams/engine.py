@@ -58,6 +58,9 @@ class Policy:
     write_backoff_max: float = 30.0
     ack_timeout: float = 30.0  # re-send a write that got no result in this time
     settings: Any = None  # for setting-based properties (internal_customer_no)
+    #: flows that send no write now (paused or tripped: ``streams.controls``); their links
+    #: remember that they have something to write (``held``) and write it once the flow runs
+    held_flows: frozenset[str] = frozenset()
 
     @property
     def park_heartbeat(self) -> float:
@@ -112,7 +115,10 @@ def new_link(flow_id: str, key: str) -> dict:
     ``acked`` {side: version of our last write}; ``co`` create-only source
     values; ``inflight`` {command_id: {side, op, props, at, attempt}};
     ``park`` {since, attempts, next, missing} | None; ``fail`` {side: attempts};
-    ``seq`` command counter; ``deleted`` the side that deleted.
+    ``seq`` command counter; ``deleted`` the side that deleted. Set only when
+    needed: ``blocked`` (dead-lettered until a redrive), ``retry_at``, ``held``
+    (its flow was held while it had something to write), ``delete_pending`` (the
+    side a delete waits for while its flow is held).
     """
     return {
         "flow": flow_id,
@@ -466,17 +472,27 @@ def _apply_delete(out: Outcome, flow: Flow, side: str, event: ChangeEvent, now: 
         link["ids"][side] = event.id
     other_side = other(side)
     if flow.on_delete == "propagate" and link["ids"][other_side]:
-        link["seq"] += 1
-        cmd = _command(link, flow, other_side, "delete", {}, policy)
-        out.commands.append(cmd)
-        link["inflight"][cmd.command_id] = {"side": other_side, "op": "delete", "props": [], "at": now}
-        out.actions.append("delete")
+        if flow.id in policy.held_flows:
+            link["delete_pending"] = other_side  # sent when the flow runs again
+            link["held"] = True
+            out.actions.append("held")
+        else:
+            _send_delete(out, flow, other_side, now, policy)
     else:
         out.actions.append("deleted")
     link["status"] = DELETED
     link["deleted"] = side
     link["park"] = None
     return out
+
+
+def _send_delete(out: Outcome, flow: Flow, side: str, now: float, policy: Policy) -> None:
+    link = out.link
+    link["seq"] += 1
+    cmd = _command(link, flow, side, "delete", {}, policy)
+    out.commands.append(cmd)
+    link["inflight"][cmd.command_id] = {"side": side, "op": "delete", "props": [], "at": now}
+    out.actions.append("delete")
 
 
 def _park(out: Outcome, flow: Flow, now: float, missing: Iterable[str], policy: Policy, *,
@@ -539,9 +555,34 @@ def _needs(link: dict, flow: Flow, side: str) -> list[str]:
     return needs
 
 
+def has_writes(link: dict, flow: Flow) -> bool:
+    """Would ``_finish`` send anything for this link: a create, an update of either side, or a
+    delete held back while its flow was held?"""
+    if link.get("delete_pending"):
+        return True
+    if link["status"] == DELETED or link.get("blocked"):
+        return False
+    if link["ids"][TARGET] is None:
+        return link["ids"][SOURCE] is not None and bool(link["base"])
+    return bool(_needs(link, flow, TARGET)) or (link["ids"][SOURCE] is not None and bool(_needs(link, flow, SOURCE)))
+
+
+def _hold(out: Outcome, flow: Flow) -> None:
+    """The flow is held: remember that this link has something to write, send nothing."""
+    if has_writes(out.link, flow):
+        out.link["held"] = True
+        out.actions.append("held")
+
+
 def _finish(out: Outcome, flow: Flow, now: float, refs: RefResolver | None, policy: Policy) -> Outcome:
     """Derive the writes each side needs, and the next wake-up."""
     link = out.link
+    if flow.id in policy.held_flows:
+        _hold(out, flow)
+        return out
+    link.pop("held", None)
+    if link.get("delete_pending"):  # a delete held back while the flow was held
+        _send_delete(out, flow, link.pop("delete_pending"), now, policy)
     if link["status"] == DELETED or link.get("blocked"):
         return out
     if link.get("retry_at") and link["retry_at"] > now:

@@ -35,6 +35,10 @@ API_LATENCY = Histogram("talkstream_api_request_seconds", "Duration of one sink 
 SYNC_LATENCY = Histogram("talkstream_sync_latency_seconds",
                          "Source modification time to target write acknowledged.", ["flow"], registry=REGISTRY,
                          buckets=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 300))
+FLOW_TRIPPED = Gauge("talkstream_flow_tripped", "1 while the flow's circuit breaker has tripped (writes held).",
+                     ["flow"], registry=REGISTRY)
+FLOW_PAUSED = Gauge("talkstream_flow_paused", "1 while the flow is paused (writes held).", ["flow"],
+                    registry=REGISTRY)
 POLLS = Counter("talkstream_polls_total", "Polls, per system and entity.", ["system", "entity"], registry=REGISTRY)
 LAST_POLL = Gauge("talkstream_last_poll_timestamp_seconds", "Time of the last successful poll.",
                   ["system", "entity"], registry=REGISTRY)

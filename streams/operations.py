@@ -13,11 +13,13 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from connectors.common.kafka import bootstrap_servers, make_producer, partitions, read_all, true_end_offsets
+from connectors.common.kafka import (bootstrap_servers, ensure_topics, make_producer, partitions, read_all,
+                                     true_end_offsets)
 from connectors.common.watermarks import WATERMARK_TOPIC, WatermarkStore, watermark_key
 from schemas.change import ChangeEvent, change_topic
 from schemas.deadletter import DEADLETTER_TOPIC, DeadLetter
 from streams import flowmessages
+from streams.controls import CONTROLS_TOPIC, FlowControl
 from streams.mapping import Mapping
 from streams.settings import Settings
 from streams.topics import FLOW_EVENTS, entities
@@ -41,6 +43,39 @@ async def _producer(settings: Settings):
                                                                          settings.broker_url()))
     await producer.start()
     return producer
+
+
+# --------------------------------------------------------------------------- flow controls
+
+
+async def flow_states(settings: Settings, mapping: Mapping) -> dict[str, FlowControl]:
+    """Each flow's state as the controls topic holds it (running when it holds none)."""
+    latest: dict[str, bytes | None] = {}
+    for _p, _o, key, value in await read_all(_bootstrap(settings), CONTROLS_TOPIC):
+        if key is not None:
+            latest[key.decode()] = value
+    states = {}
+    for flow in mapping.flows:
+        raw = latest.get(flow.id)
+        try:
+            states[flow.id] = FlowControl.from_bytes(raw) if raw else FlowControl(flow=flow.id)
+        except ValueError:
+            states[flow.id] = FlowControl(flow=flow.id)
+    return states
+
+
+async def set_flow_state(settings: Settings, mapping: Mapping, control: FlowControl) -> None:
+    """Write a flow's new state (``talkstream flows pause|resume``); every worker obeys it within
+    a second or two."""
+    known = [flow.id for flow in mapping.flows]
+    if control.flow not in known:
+        raise OperationError(f"no flow {control.flow!r}; the flows are {', '.join(known)}")
+    await ensure_topics(_bootstrap(settings), [CONTROLS_TOPIC], partitions=1, compact=[CONTROLS_TOPIC])
+    producer = await _producer(settings)
+    try:
+        await (await producer.send(CONTROLS_TOPIC, control.to_bytes(), key=control.flow.encode()))
+    finally:
+        await producer.stop()
 
 
 # --------------------------------------------------------------------------- resync
@@ -196,12 +231,14 @@ async def status(settings: Settings, mapping: Mapping) -> dict[str, Any]:
         if key is not None:
             watermarks[key.decode()] = orjson.loads(value) if value else None
 
+    states = await flow_states(settings, mapping)
     lag = await consumer_lag(bootstrap, settings.app_id,
                              [change_topic(s, e) for s, e in entities(mapping)] + [FLOW_EVENTS])
     return {
         "flows": {fid: {"links": c["links"], "linked": c["linked"], "pending": c["pending-create"],
                         "new": c["new"], "deleted": c["deleted"], "parked": c["parked"],
-                        "blocked": c["blocked"], "deadletters": c["deadletters"]}
+                        "blocked": c["blocked"], "deadletters": c["deadletters"],
+                        **({"state": states[fid].state, "why": states[fid].describe()} if fid in states else {})}
                   for fid, c in flows.items()},
         "pollers": {f"{s}.{e}": _poll_summary(watermarks.get(watermark_key(s, e)), settings.timezone)
                     for s, e in entities(mapping)},

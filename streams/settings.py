@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     customcrm_rate_limit: float = Field(default=9.0, gt=0, description="Customcrm requests per second (client side).")
     businessnxt_rate_limit: int = Field(default=540, gt=0, description="Business NXT requests per minute (client side).")
     webhook_upserts: bool = Field(default=True, description="Webhooks publish upserts too (not only deletes).")
+    breaker_max_writes: int = Field(default=1000, ge=0, description="Circuit breaker: updates and deletes per "
+                                    "flow and target system a worker sends within TALKSTREAM_BREAKER_WINDOW "
+                                    "before the flow trips (is held until `talkstream flows resume`); 0: off.")
+    breaker_window: float = Field(default=300.0, gt=0, description="Circuit breaker: the sliding window, seconds.")
 
     def broker_url(self) -> str:
         return self.kafka_broker or "kafka://127.0.0.1:9092"

@@ -17,6 +17,7 @@ from schemas.change import change_topic
 from schemas.command import command_topic
 from schemas.deadletter import DEADLETTER_TOPIC
 from streams.mapping import Mapping
+from streams.controls import CONTROLS_TOPIC
 from streams.refs import REFS_TOPIC
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def create_all(broker_url: str, mapping: Mapping, partitions: int, timeout: floa
         await ensure_topics(bootstrap, internal_topics(mapping), partitions=partitions)
         await ensure_topics(bootstrap, [WATERMARK_TOPIC], partitions=1, compact=[WATERMARK_TOPIC])
         await ensure_topics(bootstrap, [REFS_TOPIC], partitions=partitions, compact=[REFS_TOPIC])
+        await ensure_topics(bootstrap, [CONTROLS_TOPIC], partitions=1, compact=[CONTROLS_TOPIC])
 
     def target() -> None:
         try:

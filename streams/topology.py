@@ -37,8 +37,9 @@ from connectors.common.kafka import bootstrap_servers
 from schemas.change import ChangeEvent
 from schemas.command import WriteCommand, WriteResult, command_members, command_topic, encode_command_batch
 from schemas.deadletter import DEADLETTER_TOPIC, DeadLetter
-from streams import engine, flowmessages, linkcodec, metrics
+from streams import controls as flowcontrols, engine, flowmessages, linkcodec, metrics
 from streams.app import app
+from streams.controlfollower import FlowControls
 from streams.mapping import load_mapping
 from streams.pacing import ReferencePacer
 from streams.refs import REFS_TOPIC, SharedRefs
@@ -73,6 +74,8 @@ routes = app.Table("routes", default=None, partitions=PARTITIONS)
 refs_topic = _raw_topic(REFS_TOPIC)
 product_refs = SharedRefs(bootstrap_servers(settings.broker_url()))
 app.service(product_refs)
+controls_topic = app.topic(flowcontrols.CONTROLS_TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw",
+                           value_serializer="raw", partitions=1)
 
 
 def _single_record_batches() -> bool:
@@ -99,6 +102,41 @@ app.service(runtime)
 
 POLICY = engine.Policy(park_timeout=settings.park_timeout, write_retry_max=settings.write_retry_max,
                        ack_timeout=settings.ack_timeout, settings=settings)
+
+
+# --------------------------------------------------------------------------- flow controls
+#
+# ``streams.controls``: a flow that is paused or tripped sends no write; its links remember
+# that they held one back (``held``), and get a tick when the flow runs again.
+
+breaker = flowcontrols.Breaker(settings.breaker_max_writes, settings.breaker_window)
+#: flow -> this worker's links that held a write back while the flow was held
+held_links: dict[str, set[str]] = {}
+#: flows that run again: the wake-up timer ticks their held links
+resumed: set[str] = set()
+
+
+def _on_control(control: flowcontrols.FlowControl) -> None:
+    POLICY.held_flows = flow_controls.held()
+    metrics.FLOW_PAUSED.labels(control.flow).set(int(control.state == flowcontrols.PAUSED))
+    metrics.FLOW_TRIPPED.labels(control.flow).set(int(control.state == flowcontrols.TRIPPED))
+    if control.state == flowcontrols.RUNNING:
+        breaker.reset(control.flow)  # resume restarts the window
+        resumed.add(control.flow)
+
+
+flow_controls = FlowControls(bootstrap_servers(settings.broker_url()), on_change=_on_control)
+app.service(flow_controls)
+
+
+async def _trip(flow_id: str, system: str) -> None:
+    """The breaker trips a flow: held here at once, on every worker once they read it."""
+    control = flowcontrols.tripped(flow_id, system, breaker.count(flow_id, system, time.monotonic()) + 1,
+                                   breaker.max_writes, breaker.window)
+    if flow_controls.set(control):
+        log.error("flow %s tripped: %s; `talkstream flows resume %s` resumes it", flow_id, control.describe(),
+                  flow_id)
+        await controls_topic.send(key=flow_id.encode(), value=control.to_bytes())
 
 
 # --------------------------------------------------------------------------- link state
@@ -179,6 +217,12 @@ _SUMMARIES: dict[tuple, tuple] = {}  # the few distinct summaries, shared by eve
 
 def _index(key: str, link: dict) -> None:
     schedule.set(key, engine.wake_plan(link, POLICY))
+    if link.get("held"):
+        held_links.setdefault(link["flow"], set()).add(key)
+    elif held_links:
+        held = held_links.get(link["flow"])
+        if held:
+            held.discard(key)
     if link["ids"].get(engine.SOURCE):
         summary = (link["flow"], link["status"], bool(link.get("park")), bool(link.get("blocked")))
         summary = _SUMMARIES.setdefault(summary, summary)
@@ -208,11 +252,13 @@ async def _rebuild_link_index() -> None:
     schedule.clear()
     summaries.clear()
     summary_counts.clear()
+    held_links.clear()
     for key, raw in list(links.items()):
         if raw and _partition_of(key) in owned:
             _index(key, linkcodec.unpack(key, linkcodec.expand(raw, LINK_DICTIONARY)))
     touched.clear()
     shrink_settled()  # every link just read from the changelog has settled
+    resumed.update(held_links)  # links that held a write back: a tick (held again if their flow still is)
 
 
 #: The memory store holds settled links shrunk and one string per link key (below); a RocksDB
@@ -322,6 +368,8 @@ async def _route(event) -> list[tuple[str, dict]]:
 @app.agent(flow_events, name="link", concurrency=1)
 async def link_agent(stream):
     """Own each link: decide, record the state, send the commands (one partition per link)."""
+    await flow_controls.loaded.wait()  # a paused flow must not write while its state is read
+    POLICY.held_flows = flow_controls.held()
     async for event in stream.events():
         key = event.key.decode()
         metrics.child(metrics.EVENTS_IN, FLOW_EVENTS).inc()
@@ -370,19 +418,32 @@ async def _handle_flow_message(key: str, message: dict, commands: list[WriteComm
         return
     now = time.time()
     state = get_link(key)
-    try:
+
+    def decide(state: dict | None, policy: engine.Policy) -> engine.Outcome:
         if kind == "change":
-            change = ChangeEvent.model_validate(message["event"])
-            outcome = engine.handle_change(state, flow, change, key, now=now, refs=REFS, policy=POLICY)
-        elif kind == "result":
-            result = WriteResult.model_validate(message["result"])
-            sent = (state or {}).get("inflight", {}).get(result.command_id)
-            outcome = engine.handle_result(state, flow, result, now=now, refs=REFS, policy=POLICY)
-            _observe_result(flow.id, sent, result, now)
-        elif kind == "redrive":
-            outcome = engine.redrive(state, flow, now=now, refs=REFS, policy=POLICY)
-        else:
-            outcome = engine.handle_tick(state, flow, now=now, refs=REFS, policy=POLICY)
+            return engine.handle_change(state, flow, ChangeEvent.model_validate(message["event"]), key, now=now,
+                                        refs=REFS, policy=policy)
+        if kind == "result":
+            return engine.handle_result(state, flow, WriteResult.model_validate(message["result"]), now=now,
+                                        refs=REFS, policy=policy)
+        if kind == "redrive":
+            return engine.redrive(state, flow, now=now, refs=REFS, policy=policy)
+        return engine.handle_tick(state, flow, now=now, refs=REFS, policy=policy)
+
+    try:
+        sent = (state or {}).get("inflight", {}).get(message["result"]["command_id"]) if kind == "result" else None
+        outcome = decide(state, POLICY)
+        counted = flowcontrols.counted_writes(outcome.commands) if not message.get("resume") else None
+        if counted:
+            clock = time.monotonic()
+            over = breaker.admits(flow.id, counted, clock)
+            if over is None:
+                breaker.note(flow.id, counted, clock)
+            else:  # this decision would pass the limit: the flow trips, and it is decided held
+                await _trip(flow.id, over)
+                outcome = decide(get_link(key), POLICY)
+        if kind == "result":
+            _observe_result(flow.id, sent, WriteResult.model_validate(message["result"]), now)
     except Exception as exc:  # a bug must not stop every other link: dead-letter and go on
         log.exception("link %s: %s message failed", key, kind)
         await _dead_letter(DeadLetter(stage="flow", flow=flow.id, link_key=key, error_type="internal_error",
@@ -489,8 +550,13 @@ async def wake_links() -> None:
             if product not in known:
                 known[product] = REFS.to_target(product) is not None
             return known[product]
-    await send_batched([(key, {"kind": "tick", "flow": key.split(":", 1)[0]})
-                        for key in schedule.due(now, linked, fresh)])
+    ticks = [(key, {"kind": "tick", "flow": key.split(":", 1)[0]}) for key in schedule.due(now, linked, fresh)]
+    for flow_id in [flow_id for flow_id in resumed if flow_id not in POLICY.held_flows]:
+        resumed.discard(flow_id)
+        # one tick each: the write with the latest agreed values; the operator who resumed the
+        # flow let these through, so the breaker does not count them (its window starts afresh)
+        ticks += [(key, {"kind": "tick", "flow": flow_id, "resume": True}) for key in held_links.pop(flow_id, ())]
+    await send_batched(ticks)
 
 
 def _make_poll_timer(system: str, entity: str) -> Callable[[], Awaitable[None]]:
@@ -586,6 +652,7 @@ def local_status() -> dict:
     for fid, row in flows.items():
         for name in ("linked", "pending", "parked", "blocked", "deleted"):
             metrics.LINKS.labels(fid, name).set(row[name])
+
     return {
         "flows": flows,
         "events_in": sum(s.value for m in metrics.EVENTS_IN.collect() for s in m.samples
@@ -594,6 +661,8 @@ def local_status() -> dict:
                            if s.name.endswith("_total")),
         "last_poll": {f"{s.labels['system']}.{s.labels['entity']}": s.value
                       for m in metrics.LAST_POLL.collect() for s in m.samples},
+        "controls": {fid: {"state": flow_controls.state(fid).state, "why": flow_controls.state(fid).describe()}
+                     for fid in flows},
         "ready": runtime.ready.is_set(),
         "pollers": len(runtime.pollers) if app.is_leader() else 0,  # the leader polls
     }

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from connectors.common.httpserver import free_port
 from streams import runfile
 from streams.settings import Settings
+from tests.support import wait_until
 
 
 def _settings(tmp_path, **kw) -> Settings:
@@ -52,7 +54,9 @@ def test_a_silent_broker_is_stale_and_a_live_one_is_found(tmp_path, broker):
     settings = _settings(tmp_path)
     # this test's own process stands in for `talkstream run` only if its command line says so
     runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "talkstream", "run"])
-    try:
+    try:  # (until it has exec'd, its command line is this process's)
+        wait_until(lambda: b"talkstream" in Path(f"/proc/{runner.pid}/cmdline").read_bytes(), timeout=30,
+                   message="the stand-in started")
         runfile.path(settings).write_text(json.dumps({"pid": runner.pid, "broker": f"kafka://127.0.0.1:{free_port()}"}))
         assert runfile.running(settings) is None
         runfile.path(settings).write_text(json.dumps({"pid": runner.pid, "broker": broker.url,
