@@ -1181,6 +1181,9 @@ def _validate(mapping: Mapping, where: str) -> None:
         seen.add(flow.id)
         if flow.source.system != "customcrm" or flow.target.system != "businessnxt":
             raise fail("a flow goes from customcrm (source) to businessnxt (target)")
+        if flow.create_in_source:
+            raise fail("create_in_source is not implemented yet: set it to false (a Business NXT record that "
+                       "no flow links is not copied to Customcrm)")
         if flow.title != flow.expected_title:
             raise fail(f"title must be {flow.expected_title!r}, not {flow.title!r}")
         if not flow.properties:

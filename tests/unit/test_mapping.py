@@ -694,3 +694,10 @@ def test_line_changes_by_line_key(order, product):
     assert [l["LineNo"] for l in order.line_changes(None, before).added] == [1, 2]
     with pytest.raises(ValueError):
         product.line_changes([], [])
+
+
+def test_create_in_source_is_refused_until_it_is_implemented():
+    data = json.loads(MAPPING_FILE.read_text())
+    data["flows"][0]["create_in_source"] = True
+    with pytest.raises(MappingError, match="create_in_source is not implemented yet"):
+        parse_mapping(data)
