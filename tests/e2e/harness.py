@@ -225,6 +225,22 @@ def crm_create(p: Pipeline, resource: str, data: dict) -> dict:
     return run(go())
 
 
+def crm_update(p: Pipeline, resource: str, record_id: str, patch: dict) -> dict:
+    """Edit a Customcrm record as a person would (through the API)."""
+    async def go():
+        async with p.crm() as c:
+            return await c.update(resource, record_id, patch)
+    return run(go())
+
+
+def bnxt_update(p: Pipeline, table: str, key_field: str, key, values: dict) -> list[dict]:
+    """Edit a Business NXT row as a person would (through the GraphQL API)."""
+    async def go():
+        async with p.bnxt() as b:
+            return await b.update(table, [{key_field: {"_eq": key}}], [values])
+    return run(go())
+
+
 def metric(p: Pipeline, name: str) -> float:
     """One sample of the worker's ``/metrics`` (``name`` with its labels); 0 when it is not there
     or the worker does not answer."""

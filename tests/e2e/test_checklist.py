@@ -11,7 +11,8 @@ import time
 import pytest
 
 from streams.mapping import load_mapping
-from tests.e2e.harness import settle, Pipeline, bnxt_all, crm_all, crm_create, run, stamped, wait_for, writes
+from tests.e2e.harness import (Pipeline, bnxt_all, bnxt_update, crm_all, crm_create, crm_update, run, settle, stamped,
+                               wait_for, writes)
 
 pytestmark = pytest.mark.e2e
 
@@ -50,25 +51,11 @@ def crm_get(p, resource, id):
     return run(go())
 
 
-def crm_patch(p, resource, id, patch):
-    async def go():
-        async with p.crm() as c:
-            return await c.update(resource, id, patch)
-    return run(go())
-
-
 def bnxt_row(p, table, key_field, key):
     async def go():
         async with p.bnxt() as b:
             rows = await b.read(table, filter={key_field: {"_eq": key}})
             return rows[0] if rows else None
-    return run(go())
-
-
-def bnxt_update(p, table, key_field, key, values):
-    async def go():
-        async with p.bnxt() as b:
-            return await b.update(table, [{key_field: {"_eq": key}}], [values])
     return run(go())
 
 
@@ -113,7 +100,7 @@ ORDER_EDITS_CRM = [
 @pytest.mark.parametrize("prop,value,field,expected", ORDER_EDITS_CRM, ids=[e[0] for e in ORDER_EDITS_CRM])
 def test_order_property_edited_in_customcrm_reaches_businessnxt(p, prop, value, field, expected):
     order = first(p, "orders")[0]
-    crm_patch(p, "orders", order["Id"], {prop: value})
+    crm_update(p, "orders", order["Id"], {prop: value})
     wait_target_order(p, "customcrm:order:", order["Id"], lambda r: r[field] == expected,
                       f"{prop} -> {field}")
 
@@ -146,7 +133,7 @@ def test_order_lines_sync_both_ways(p):
     products = first(p, "products")
     lines = [{"LineNo": 1, "ProductId": products[0]["Id"], "Quantity": "3", "UnitPrice": "9.90", "Description": "a"},
              {"LineNo": 2, "ProductId": products[1]["Id"], "Quantity": "1.5", "UnitPrice": "100", "Description": None}]
-    crm_patch(p, "orders", order["Id"], {"Lines": lines})
+    crm_update(p, "orders", order["Id"], {"Lines": lines})
 
     def lines_of(row):
         return sorted((l["lineNo"], l["productNo"], float(l["quantity"]), float(l["priceInCurrency"]),
@@ -189,7 +176,7 @@ PRODUCT_EDITS = [
 @pytest.mark.parametrize("prop,value,field,expected", PRODUCT_EDITS, ids=[e[0] for e in PRODUCT_EDITS])
 def test_product_property_syncs_both_ways(p, prop, value, field, expected):
     product = first(p, "products")[3]
-    crm_patch(p, "products", product["Id"], {prop: value})
+    crm_update(p, "products", product["Id"], {prop: value})
     wait_for(lambda: (bnxt_row(p, "product", "productNo", product["Sku"]) or {}).get(field) == expected,
              timeout=30, message=f"{prop} -> {field}")
     back_value = {"description": "ERP name", "information1": "ERP text", "priceQuantity": 1.5,
@@ -204,9 +191,9 @@ def test_product_property_syncs_both_ways(p, prop, value, field, expected):
 
 def test_product_sku_is_create_only(p):
     product = first(p, "products")[4]
-    crm_patch(p, "products", product["Id"], {"Sku": product["Sku"] + "-X"})
+    crm_update(p, "products", product["Id"], {"Sku": product["Sku"] + "-X"})
     # after the next sync round the Businessnxt key is unchanged and no product was added
-    crm_patch(p, "products", product["Id"], {"Name": "after sku change"})
+    crm_update(p, "products", product["Id"], {"Name": "after sku change"})
     wait_for(lambda: (bnxt_row(p, "product", "productNo", product["Sku"]) or {}).get("description")
              == "after sku change", timeout=30, message="link kept after Sku change")
     assert bnxt_row(p, "product", "productNo", product["Sku"] + "-X") is None
@@ -244,7 +231,7 @@ USER_EDITS = [("FullName", "Grace Hopper", "name"), ("Email", "grace@example.com
 @pytest.mark.parametrize("prop,value,field", USER_EDITS, ids=[e[0] for e in USER_EDITS])
 def test_user_property_syncs_both_ways(p, prop, value, field):
     user = first(p, "users")[0]
-    crm_patch(p, "users", user["Id"], {prop: value})
+    crm_update(p, "users", user["Id"], {prop: value})
     row = wait_target_order(p, "customcrm:user:", user["Id"], lambda r: r[field] == value, f"{prop} -> {field}")
     back = {"name": "Ada Lovelace", "yourReference": "ada@example.com", "ourReference": "Countess"}[field]
     bnxt_update(p, "order", "orderNo", row["orderNo"], {field: back})
@@ -255,7 +242,7 @@ def test_user_create_only_properties_are_not_updated_later(p):
     user = first(p, "users")[0]
     row = target_order(p, "customcrm:user:", user["Id"])
     bnxt_update(p, "order", "orderNo", row["orderNo"], {"customerNo": 10055, "orderDate": 20200101})
-    crm_patch(p, "users", user["Id"], {"Title": "touched"})
+    crm_update(p, "users", user["Id"], {"Title": "touched"})
     wait_target_order(p, "customcrm:user:", user["Id"], lambda r: r["ourReference"] == "touched", "edit synced")
     row = target_order(p, "customcrm:user:", user["Id"])
     assert row["customerNo"] == 10055 and row["orderDate"] == 20200101  # never overwritten
@@ -271,7 +258,7 @@ def test_one_edit_makes_exactly_one_write_and_none_back(p, side):
     settle(p)
     b0, c0 = p.bnxt_stats()["mutations"], writes(p.crm_stats())
     if side == "customcrm":
-        crm_patch(p, "orders", order["Id"], {"YourReference": "echo-test-crm"})
+        crm_update(p, "orders", order["Id"], {"YourReference": "echo-test-crm"})
         wait_target_order(p, "customcrm:order:", order["Id"], lambda r: r["yourReference"] == "echo-test-crm", "sync")
     else:
         bnxt_update(p, "order", "orderNo", row["orderNo"], {"yourReference": "echo-test-erp"})
@@ -289,7 +276,7 @@ def test_conflict_both_sides_edited_between_polls_converges(p):
     order = first(p, "orders")[6]
     row = target_order(p, "customcrm:order:", order["Id"])
     # different properties: each side's change wins
-    crm_patch(p, "orders", order["Id"], {"Name": "crm side"})
+    crm_update(p, "orders", order["Id"], {"Name": "crm side"})
     bnxt_update(p, "order", "orderNo", row["orderNo"], {"yourReference": "erp side"})
 
     def both(crm_name, erp_ref):
@@ -298,7 +285,7 @@ def test_conflict_both_sides_edited_between_polls_converges(p):
         return (c["Name"], c["YourReference"], r["name"], r["yourReference"]) == (crm_name, erp_ref, crm_name, erp_ref)
     wait_for(lambda: both("crm side", "erp side"), timeout=30, message="different properties merged")
     # the same property: the later modification wins (here: the ERP edit, made after the CRM edit)
-    crm_patch(p, "orders", order["Id"], {"Name": "first (crm)"})
+    crm_update(p, "orders", order["Id"], {"Name": "first (crm)"})
     time.sleep(0.05)  # a strictly later modification time on the ERP side; not a synchronisation
     bnxt_update(p, "order", "orderNo", row["orderNo"], {"name": "second (erp)"})
     wait_for(lambda: both("second (erp)", "erp side"), timeout=30, message="later edit wins on both sides")

@@ -26,8 +26,8 @@ import pytest
 
 from streams.mapping import load_mapping
 from streams.topics import change_topics
-from tests.e2e.harness import (Pipeline, assert_in_sync, bnxt_all, crm_all, crm_create, run, settle, stamped,
-                               wait_for, wait_in_sync, worker_status, writes)
+from tests.e2e.harness import (Pipeline, assert_in_sync, bnxt_all, crm_all, crm_create, crm_update, run, settle,
+                               stamped, wait_for, wait_in_sync, worker_status, writes)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -112,10 +112,7 @@ def compacted(p: Pipeline, topic: str, records) -> tuple[int, int] | None:
 
 
 def crm_edit(p: Pipeline, order_id: str, name: str) -> None:
-    async def go():
-        async with p.crm() as c:
-            await c.update("orders", order_id, {"Name": name})
-    run(go())
+    crm_update(p, "orders", order_id, {"Name": name})
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ import pytest
 
 from connectors.common.kafka import read_all
 from streams import linkcodec
-from tests.e2e.harness import (Pipeline, bnxt_all, crm_all, metric, run, settle, stamped, wait_for, wait_in_sync)
+from tests.e2e.harness import (Pipeline, bnxt_all, bnxt_update, crm_all, crm_update, metric, run, settle, stamped,
+                               wait_for, wait_in_sync)
 
 pytestmark = pytest.mark.e2e
 
@@ -47,17 +48,11 @@ def links(p: Pipeline) -> dict[str, dict]:
 
 
 def crm_edit(p: Pipeline, order_id: str, name: str) -> None:
-    async def go():
-        async with p.crm() as c:
-            await c.update("orders", order_id, {"Name": name})
-    run(go())
+    crm_update(p, "orders", order_id, {"Name": name})
 
 
 def bnxt_edit(p: Pipeline, order_no: int, name: str) -> None:
-    async def go():
-        async with p.bnxt() as b:
-            await b.update("order", [{"orderNo": {"_eq": order_no}}], [{"name": name}])
-    run(go())
+    bnxt_update(p, "order", "orderNo", order_no, {"name": name})
 
 
 def worker_obeys(p: Pipeline, state: str) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.e2e.harness import (Pipeline, assert_in_sync, bnxt_all, crm_all, run, settle, stamped, wait_for,
-                               wait_in_sync, worker_status, writes)
+from tests.e2e.harness import (Pipeline, assert_in_sync, bnxt_all, crm_all, crm_update, run, settle, stamped,
+                               wait_for, wait_in_sync, worker_status, writes)
 
 pytestmark = pytest.mark.e2e
 
@@ -71,11 +71,7 @@ def test_a_worker_recovers_every_link_after_kill_9_and_a_clean_stop(pipeline_fac
 
     order = sorted(run(crm_all(p, "orders")), key=lambda o: o["Id"])[0]
     before = p.bnxt_stats()["mutations"]
-
-    async def edit():
-        async with p.crm() as c:
-            await c.update("orders", order["Id"], {"Name": "edited after the restarts"})
-    run(edit())
+    crm_update(p, "orders", order["Id"], {"Name": "edited after the restarts"})
     wait_for(lambda: stamped(run(bnxt_all(p, "order")), "customcrm:order:")[order["Id"]][0]["name"]
              == "edited after the restarts", timeout=30, message="the edit arrived")
     settle(p)
