@@ -39,13 +39,15 @@ from schemas.change import ChangeEvent
 from schemas.command import WriteCommand, WriteResult
 from schemas.deadletter import DeadLetter
 from streams.mapping import Flow, MappingError, MissingReferences, RefResolver, is_empty
+from streams.routing import is_target_origin
 
 SOURCE = "customcrm"
 TARGET = "businessnxt"
 SIDES = (SOURCE, TARGET)
 
-#: link status values
-NEW, PENDING, LINKED, DELETED = "new", "pending-create", "linked", "deleted"
+#: link status values; ``moved``: a Business NXT record's own link (``create_in_source``) once
+#: its Customcrm record exists and the record is stamped: the pair lives on at ``<flow>:<Customcrm Id>``
+NEW, PENDING, LINKED, DELETED, MOVED = "new", "pending-create", "linked", "deleted", "moved"
 
 
 @dataclass
@@ -61,6 +63,14 @@ class Policy:
     #: flows that send no write now (paused or tripped: ``streams.controls``); their links
     #: remember that they have something to write (``held``) and write it once the flow runs
     held_flows: frozenset[str] = frozenset()
+
+    @property
+    def create_grace(self) -> float:
+        """With ``create_in_source``, how long a new Customcrm record waits before its Business
+        NXT record is created: a Customcrm record that a Business NXT record just created (its
+        create's result maybe lost in a crash) is stamped on that record by then, and the create
+        finds it by its stamp instead of making a second one. Two result timeouts."""
+        return 2 * self.ack_timeout
 
     @property
     def park_heartbeat(self) -> float:
@@ -200,6 +210,9 @@ def handle_change(link: dict | None, flow: Flow, event: ChangeEvent, key: str, *
     side = side_of(flow, event.system)
     replay = event.origin == "replay"
 
+    if link["status"] == MOVED:
+        out.actions.append("skip:moved")
+        return out
     if link["status"] == DELETED:
         out.actions.append("skip:deleted")
         return _finish(out, flow, now, refs, policy)
@@ -265,6 +278,12 @@ def handle_result(link: dict | None, flow: Flow, result: WriteResult, *, now: fl
 
     if result.status == "ok":
         link["fail"][side] = 0
+        if sent is not None and sent.get("stamp"):
+            # the Business NXT record names its new Customcrm record: the pair is an ordinary link
+            # at <flow>:<Customcrm Id> from now on (the record's events route there by the stamp)
+            link["status"] = MOVED
+            out.actions.append("moved")
+            return out
         if result.op == "delete":
             link["status"] = DELETED
             out.actions.append("deleted")
@@ -560,10 +579,12 @@ def has_writes(link: dict, flow: Flow) -> bool:
     delete held back while its flow was held?"""
     if link.get("delete_pending"):
         return True
-    if link["status"] == DELETED or link.get("blocked"):
+    if link["status"] in (DELETED, MOVED) or link.get("blocked"):
         return False
     if link["ids"][TARGET] is None:
         return link["ids"][SOURCE] is not None and bool(link["base"])
+    if link["ids"][SOURCE] is None:
+        return _creates_source(link, flow)
     return bool(_needs(link, flow, TARGET)) or (link["ids"][SOURCE] is not None and bool(_needs(link, flow, SOURCE)))
 
 
@@ -583,7 +604,7 @@ def _finish(out: Outcome, flow: Flow, now: float, refs: RefResolver | None, poli
     link.pop("held", None)
     if link.get("delete_pending"):  # a delete held back while the flow was held
         _send_delete(out, flow, link.pop("delete_pending"), now, policy)
-    if link["status"] == DELETED or link.get("blocked"):
+    if link["status"] in (DELETED, MOVED) or link.get("blocked"):
         return out
     if link.get("retry_at") and link["retry_at"] > now:
         out.wake_at = link["retry_at"]
@@ -593,13 +614,23 @@ def _finish(out: Outcome, flow: Flow, now: float, refs: RefResolver | None, poli
     # --- the target side
     if link["ids"][TARGET] is None:
         if link["ids"][SOURCE] is not None and link["base"] and TARGET not in busy_sides:
+            if flow.create_in_source and not link.get("graced"):
+                link["graced"] = True  # a Customcrm record a Business NXT record may have made: wait
+                link["retry_at"] = out.wake_at = now + policy.create_grace
+                out.actions.append("wait:create-in-source")
+                return out
             _create_target(out, flow, now, refs, policy)
     elif TARGET not in busy_sides:
         _update(out, flow, TARGET, now, refs, policy)
 
-    # --- the source side (only once linked; creating in Customcrm is create_in_source)
+    # --- the source side: updates once linked; a create only for a Business NXT record's own
+    # link (create_in_source), then the stamp that names the new Customcrm record
     if link["ids"][SOURCE] is not None and SOURCE not in busy_sides:
         _update(out, flow, SOURCE, now, refs, policy)
+        if is_target_origin(link["key"]) and not any(s.get("stamp") for s in link["inflight"].values()):
+            _stamp_target(out, flow, now, policy)
+    elif SOURCE not in busy_sides and _creates_source(link, flow):
+        _create_source(out, flow, now, policy)
 
     if out.wake_at is None:
         out.wake_at = next_wake(link, policy)
@@ -630,7 +661,7 @@ class Wake:
 
 def wake_plan(link: dict, policy: Policy) -> Wake | None:
     """The link's wake-ups, from its state alone (None: it never needs a tick)."""
-    if link["status"] == DELETED or link.get("blocked"):
+    if link["status"] in (DELETED, MOVED) or link.get("blocked"):
         return None
     others = [s["at"] + policy.ack_timeout for s in link["inflight"].values()]
     if link.get("retry_at"):
@@ -690,6 +721,55 @@ def _create_target(out: Outcome, flow: Flow, now: float, refs: RefResolver | Non
     for prop in props:
         link["wrote"][TARGET][prop] = h(values[prop])
     out.actions.append("create")
+
+
+def _creates_source(link: dict, flow: Flow) -> bool:
+    """Does this link create its Customcrm record: a Business NXT record's own link (no stamp,
+    ``create_in_source``) that holds the record's values?"""
+    return (flow.create_in_source and link["ids"][SOURCE] is None and link["ids"][TARGET] is not None
+            and bool(link["base"]) and is_target_origin(link["key"]))
+
+
+def _create_source(out: Outcome, flow: Flow, now: float, policy: Policy) -> None:
+    """Create the Customcrm record of a Business NXT record (``create_in_source``), exactly once:
+    its Idempotency-Key is derived from the Business NXT company and key."""
+    link = out.link
+    values = {p: v[0] for p, v in link["base"].items()}
+    try:
+        # an empty value is left out: the new record takes Customcrm's default (Discount "0", ...)
+        data = {k: v for k, v in flow.to_source_data(values, create=True).items() if v is not None}
+    except MappingError as exc:
+        link["blocked"] = True
+        out.deadletters.append(_deadletter(link, flow, stage="flow", reason=str(exc), error_type="validation_error",
+                                           payload={"canonical": values}, system=SOURCE,
+                                           entity=flow.source.entity, record_id=link["ids"][TARGET]))
+        out.actions.append("deadletter")
+        return
+    settings = policy.settings
+    company = (settings.get("businessnxt_company") if isinstance(settings, dict)
+               else getattr(settings, "businessnxt_company", None))
+    link["seq"] += 1
+    cmd = _command(link, flow, SOURCE, "create", data, policy,
+                   idempotency_key=f"businessnxt:{company}:{flow.target.entity}:{link['ids'][TARGET]}")
+    out.commands.append(cmd)
+    link["status"] = PENDING
+    props = list(values)
+    link["inflight"][cmd.command_id] = {"side": SOURCE, "op": "create", "props": props, "at": now,
+                                        "src_t": _source_time(link, props)}
+    for prop in props:
+        link["wrote"][SOURCE][prop] = h(values[prop])
+    out.actions.append("create:source")
+
+
+def _stamp_target(out: Outcome, flow: Flow, now: float, policy: Policy) -> None:
+    """Stamp the Business NXT record with its new Customcrm record's id (``create_in_source``)."""
+    link = out.link
+    link["seq"] += 1
+    cmd = _command(link, flow, TARGET, "update", {flow.origin_field: flow.origin_stamp(link["ids"][SOURCE])},
+                   policy)
+    out.commands.append(cmd)
+    link["inflight"][cmd.command_id] = {"side": TARGET, "op": "update", "props": [], "at": now, "stamp": True}
+    out.actions.append("stamp")
 
 
 def _update(out: Outcome, flow: Flow, side: str, now: float, refs: RefResolver | None, policy: Policy) -> None:

@@ -1166,6 +1166,10 @@ def _loc_text(loc: list) -> str:
 
 
 def _validate(mapping: Mapping, where: str) -> None:
+    creating = [f"{f.target.system}.{f.target.entity}" for f in mapping.flows if f.create_in_source]
+    if len(creating) != len(set(creating)):
+        raise MappingError(f"{where}: at most one flow per Business NXT entity may set create_in_source "
+                           "(an unstamped record would otherwise create a Customcrm record in each)")
     seen: set[str] = set()
     for flow in mapping.flows:
 
@@ -1181,9 +1185,9 @@ def _validate(mapping: Mapping, where: str) -> None:
         seen.add(flow.id)
         if flow.source.system != "customcrm" or flow.target.system != "businessnxt":
             raise fail("a flow goes from customcrm (source) to businessnxt (target)")
-        if flow.create_in_source:
-            raise fail("create_in_source is not implemented yet: set it to false (a Business NXT record that "
-                       "no flow links is not copied to Customcrm)")
+        if flow.create_in_source and flow.origin is None:
+            raise fail("create_in_source needs an origin stamp (the new Customcrm record's id is stamped on the "
+                       "Business NXT record); flows that match by key do not support it")
         if flow.title != flow.expected_title:
             raise fail(f"title must be {flow.expected_title!r}, not {flow.title!r}")
         if not flow.properties:

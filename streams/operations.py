@@ -214,8 +214,8 @@ async def status(settings: Settings, mapping: Mapping) -> dict[str, Any]:
         if not value:
             continue
         link = orjson.loads(value)
-        if not (link.get("ids") or {}).get("customcrm"):
-            continue  # a target record no source record has (yet): not a link
+        if not (link.get("ids") or {}).get("customcrm") or link.get("status") == "moved":
+            continue  # a target record no source record has (yet), or one whose link moved: not a link
         c = flows.setdefault(link.get("flow", "?"), Counter())
         c["links"] += 1
         c[link.get("status", "?")] += 1

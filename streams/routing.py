@@ -8,7 +8,11 @@ systems' events of one link meet on one partition of ``talkstream.flow.events``:
   the stamp's prefix says which flow owns the row (a Businessnxt order belongs
   to the flow that linked it);
 - flows with a match key (products): ``<flow>:<key>`` — the ``Sku`` as first
-  seen on the Customcrm side, the ``productNo`` on the Businessnxt side.
+  seen on the Customcrm side, the ``productNo`` on the Businessnxt side;
+- with ``create_in_source``, a Businessnxt row with no stamp at all:
+  ``<flow>:@businessnxt:<key>``, the link that creates its Customcrm record and
+  stamps the row; from then on the row routes by its stamp (a row stamped for
+  another flow is never taken).
 
 The router remembers the key it gave each record (``known``) when the data
 alone would not give it again: a Customcrm product whose ``Sku`` changed after
@@ -21,6 +25,20 @@ from __future__ import annotations
 
 from schemas.change import ChangeEvent
 from streams.mapping import Flow, Mapping
+
+
+#: The link key of a Business NXT record that creates its Customcrm record (``create_in_source``)
+#: is ``<flow>:@businessnxt:<key>`` until the Customcrm record exists; a Customcrm id never
+#: starts with ``@``.
+TARGET_ORIGIN = "@businessnxt:"
+
+
+def target_origin_key(flow_id: str, target_id: str) -> str:
+    return f"{flow_id}:{TARGET_ORIGIN}{target_id}"
+
+
+def is_target_origin(link_key: str) -> bool:
+    return link_key.partition(":")[2].startswith(TARGET_ORIGIN)
 
 
 def route_key(event: ChangeEvent) -> str:
@@ -64,13 +82,18 @@ def route(mapping: Mapping, event: ChangeEvent, known: dict[str, str] | None
                 key = f"{flow.id}:{event.id}"
         else:
             if flow.origin is not None:
-                source_id = flow.parse_origin(data.get(flow.origin.field)) if data else None
+                stamp = data.get(flow.origin.field) if data else None
+                source_id = flow.parse_origin(stamp)
                 if source_id:
                     key = f"{flow.id}:{source_id}"
                     if known.get(flow.id) != key:
                         remembered[flow.id] = key
                 else:
                     key = known.get(flow.id)
+                    if key is None and data and not stamp and flow.create_in_source:
+                        # a row no flow links yet: its own link, which creates its Customcrm record
+                        key = target_origin_key(flow.id, event.id)
+                        remembered[flow.id] = key
             elif flow.match is not None:
                 key = f"{flow.id}:{event.id}"
         if key:

@@ -223,7 +223,7 @@ def _index(key: str, link: dict) -> None:
         held = held_links.get(link["flow"])
         if held:
             held.discard(key)
-    if link["ids"].get(engine.SOURCE):
+    if link["ids"].get(engine.SOURCE) and link["status"] != engine.MOVED:
         summary = (link["flow"], link["status"], bool(link.get("park")), bool(link.get("blocked")))
         summary = _SUMMARIES.setdefault(summary, summary)
         old = summaries.get(key)
@@ -232,6 +232,8 @@ def _index(key: str, link: dict) -> None:
                 summary_counts[old] -= 1
             summary_counts[summary] += 1
             summaries[key] = summary
+    elif key in summaries:  # a Business NXT record's own link that moved (create_in_source)
+        summary_counts[summaries.pop(key)] -= 1
 
 
 def _partition_of(key: str) -> int:

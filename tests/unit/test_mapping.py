@@ -696,8 +696,15 @@ def test_line_changes_by_line_key(order, product):
         product.line_changes([], [])
 
 
-def test_create_in_source_is_refused_until_it_is_implemented():
+def test_create_in_source_needs_an_origin_stamp_and_one_flow_per_entity():
     data = json.loads(MAPPING_FILE.read_text())
-    data["flows"][0]["create_in_source"] = True
-    with pytest.raises(MappingError, match="create_in_source is not implemented yet"):
+    flows = {flow["id"]: flow for flow in data["flows"]}
+    flows["product-product"]["create_in_source"] = True
+    with pytest.raises(MappingError, match="create_in_source needs an origin stamp"):
         parse_mapping(data)
+    flows["product-product"]["create_in_source"] = False
+    flows["order-order"]["create_in_source"] = flows["user-order"]["create_in_source"] = True
+    with pytest.raises(MappingError, match="at most one flow per Business NXT entity"):
+        parse_mapping(data)
+    flows["user-order"]["create_in_source"] = False
+    assert parse_mapping(data).flow("order-order").create_in_source is True
