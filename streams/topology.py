@@ -421,31 +421,31 @@ async def _handle_flow_message(key: str, message: dict, commands: list[WriteComm
     now = time.time()
     state = get_link(key)
 
-    def decide(state: dict | None, policy: engine.Policy) -> engine.Outcome:
+    def decide(state: dict | None) -> engine.Outcome:
         if kind == "change":
-            return engine.handle_change(state, flow, ChangeEvent.model_validate(message["event"]), key, now=now,
-                                        refs=REFS, policy=policy)
+            return engine.handle_change(state, flow, change, key, now=now, refs=REFS, policy=POLICY)
         if kind == "result":
-            return engine.handle_result(state, flow, WriteResult.model_validate(message["result"]), now=now,
-                                        refs=REFS, policy=policy)
+            return engine.handle_result(state, flow, result, now=now, refs=REFS, policy=POLICY)
         if kind == "redrive":
-            return engine.redrive(state, flow, now=now, refs=REFS, policy=policy)
-        return engine.handle_tick(state, flow, now=now, refs=REFS, policy=policy)
+            return engine.redrive(state, flow, now=now, refs=REFS, policy=POLICY)
+        return engine.handle_tick(state, flow, now=now, refs=REFS, policy=POLICY)
 
     try:
-        sent = (state or {}).get("inflight", {}).get(message["result"]["command_id"]) if kind == "result" else None
-        outcome = decide(state, POLICY)
+        change = ChangeEvent.model_validate(message["event"]) if kind == "change" else None
+        result = WriteResult.model_validate(message["result"]) if kind == "result" else None
+        sent = (state or {}).get("inflight", {}).get(result.command_id) if result else None
+        outcome = decide(state)
         counted = flowcontrols.counted_writes(outcome.commands) if not message.get("resume") else None
         if counted:
             clock = time.monotonic()
             over = breaker.admits(flow.id, counted, clock)
             if over is None:
                 breaker.note(flow.id, counted, clock)
-            else:  # this decision would pass the limit: the flow trips, and it is decided held
+            else:  # this decision would pass the limit: the flow trips, and it is decided again, held
                 await _trip(flow.id, over)
-                outcome = decide(get_link(key), POLICY)
-        if kind == "result":
-            _observe_result(flow.id, sent, WriteResult.model_validate(message["result"]), now)
+                outcome = decide(get_link(key))
+        if result:
+            _observe_result(flow.id, sent, result, now)
     except Exception as exc:  # a bug must not stop every other link: dead-letter and go on
         log.exception("link %s: %s message failed", key, kind)
         await _dead_letter(DeadLetter(stage="flow", flow=flow.id, link_key=key, error_type="internal_error",
@@ -654,7 +654,6 @@ def local_status() -> dict:
     for fid, row in flows.items():
         for name in ("linked", "pending", "parked", "blocked", "deleted"):
             metrics.LINKS.labels(fid, name).set(row[name])
-
     return {
         "flows": flows,
         "events_in": sum(s.value for m in metrics.EVENTS_IN.collect() for s in m.samples
