@@ -696,14 +696,9 @@ def _create_target(out: Outcome, flow: Flow, now: float, refs: RefResolver | Non
         _park(out, flow, now, exc.ids, policy)
         return
     except MappingError as exc:
-        link["blocked"] = True
-        out.deadletters.append(_deadletter(link, flow, stage="flow", reason=str(exc), error_type="validation_error",
-                                           payload={"canonical": canonical}, system=TARGET,
-                                           entity=flow.target.entity, record_id=link["ids"][SOURCE]))
-        out.actions.append("deadletter")
+        _block(out, flow, TARGET, exc, {"canonical": canonical})
         return
     link["park"] = None
-    link["seq"] += 1
     extra: dict[str, Any] = {}
     if flow.origin is not None:
         extra["idempotency_key"] = flow.origin_stamp(link["ids"][SOURCE])
@@ -712,15 +707,34 @@ def _create_target(out: Outcome, flow: Flow, now: float, refs: RefResolver | Non
         match_value = canonical.get(flow.match.source)
         if match_value is not None:
             extra["match"] = {flow.match.target: match_value}
-    cmd = _command(link, flow, TARGET, "create", data, policy, **extra)
+    _send_create(out, flow, TARGET, data, values, now, policy, **extra)
+
+
+def _block(out: Outcome, flow: Flow, side: str, exc: MappingError, payload: dict) -> None:
+    """A record that cannot be made from these values: dead letter, and the link waits for a redrive."""
+    link = out.link
+    link["blocked"] = True
+    out.deadletters.append(_deadletter(link, flow, stage="flow", reason=str(exc), error_type="validation_error",
+                                       payload=payload, system=side,
+                                       entity=flow.target.entity if side == TARGET else flow.source.entity,
+                                       record_id=link["ids"][other(side)]))
+    out.actions.append("deadletter")
+
+
+def _send_create(out: Outcome, flow: Flow, side: str, data: dict, values: dict, now: float, policy: Policy,
+                 **extra) -> None:
+    """The create of ``side``'s record, carrying ``values`` (canonical)."""
+    link = out.link
+    link["seq"] += 1
+    cmd = _command(link, flow, side, "create", data, policy, **extra)
     out.commands.append(cmd)
     link["status"] = PENDING
     props = list(values)
-    link["inflight"][cmd.command_id] = {"side": TARGET, "op": "create", "props": props, "at": now,
+    link["inflight"][cmd.command_id] = {"side": side, "op": "create", "props": props, "at": now,
                                         "src_t": _source_time(link, props)}
     for prop in props:
-        link["wrote"][TARGET][prop] = h(values[prop])
-    out.actions.append("create")
+        link["wrote"][side][prop] = h(values[prop])
+    out.actions.append("create" if side == TARGET else "create:source")
 
 
 def _creates_source(link: dict, flow: Flow) -> bool:
@@ -739,26 +753,13 @@ def _create_source(out: Outcome, flow: Flow, now: float, policy: Policy) -> None
         # an empty value is left out: the new record takes Customcrm's default (Discount "0", ...)
         data = {k: v for k, v in flow.to_source_data(values, create=True).items() if v is not None}
     except MappingError as exc:
-        link["blocked"] = True
-        out.deadletters.append(_deadletter(link, flow, stage="flow", reason=str(exc), error_type="validation_error",
-                                           payload={"canonical": values}, system=SOURCE,
-                                           entity=flow.source.entity, record_id=link["ids"][TARGET]))
-        out.actions.append("deadletter")
+        _block(out, flow, SOURCE, exc, {"canonical": values})
         return
     settings = policy.settings
     company = (settings.get("businessnxt_company") if isinstance(settings, dict)
                else getattr(settings, "businessnxt_company", None))
-    link["seq"] += 1
-    cmd = _command(link, flow, SOURCE, "create", data, policy,
-                   idempotency_key=f"businessnxt:{company}:{flow.target.entity}:{link['ids'][TARGET]}")
-    out.commands.append(cmd)
-    link["status"] = PENDING
-    props = list(values)
-    link["inflight"][cmd.command_id] = {"side": SOURCE, "op": "create", "props": props, "at": now,
-                                        "src_t": _source_time(link, props)}
-    for prop in props:
-        link["wrote"][SOURCE][prop] = h(values[prop])
-    out.actions.append("create:source")
+    _send_create(out, flow, SOURCE, data, values, now, policy,
+                 idempotency_key=f"businessnxt:{company}:{flow.target.entity}:{link['ids'][TARGET]}")
 
 
 def _stamp_target(out: Outcome, flow: Flow, now: float, policy: Policy) -> None:
