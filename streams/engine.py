@@ -63,13 +63,16 @@ class Policy:
     #: flows that send no write now (paused or tripped: ``streams.controls``); their links
     #: remember that they have something to write (``held``) and write it once the flow runs
     held_flows: frozenset[str] = frozenset()
+    #: when this worker last took its partitions (epoch seconds): ``create_grace`` counts from it too
+    recovered_at: float = 0.0
 
     @property
     def create_grace(self) -> float:
         """With ``create_in_source``, how long a new Customcrm record waits before its Business
-        NXT record is created: a Customcrm record that a Business NXT record just created (its
-        create's result maybe lost in a crash) is stamped on that record by then, and the create
-        finds it by its stamp instead of making a second one. Two result timeouts."""
+        NXT record is created, from when it was first seen and from when the worker took its
+        partitions: a Customcrm record that a Business NXT record just created (its create's
+        result maybe lost in a crash) is stamped on that record by then, and the create finds it
+        by its stamp instead of making a second one. Two result timeouts."""
         return 2 * self.ack_timeout
 
     @property
@@ -614,11 +617,16 @@ def _finish(out: Outcome, flow: Flow, now: float, refs: RefResolver | None, poli
     # --- the target side
     if link["ids"][TARGET] is None:
         if link["ids"][SOURCE] is not None and link["base"] and TARGET not in busy_sides:
-            if flow.create_in_source and not link.get("graced"):
-                link["graced"] = True  # a Customcrm record a Business NXT record may have made: wait
-                link["retry_at"] = out.wake_at = now + policy.create_grace
-                out.actions.append("wait:create-in-source")
-                return out
+            if flow.create_in_source:
+                # a Customcrm record a Business NXT record may have just made: wait, counted from
+                # when it was first seen and from when this worker took its partitions (after a
+                # crash, that record's own link sends its create again within one result timeout)
+                first_seen = link.setdefault("graced", now)
+                ready_at = max(first_seen, policy.recovered_at) + policy.create_grace
+                if now < ready_at:
+                    link["retry_at"] = out.wake_at = ready_at
+                    out.actions.append("wait:create-in-source")
+                    return out
             _create_target(out, flow, now, refs, policy)
     elif TARGET not in busy_sides:
         _update(out, flow, TARGET, now, refs, policy)

@@ -261,6 +261,7 @@ async def _rebuild_link_index() -> None:
     touched.clear()
     shrink_settled()  # every link just read from the changelog has settled
     resumed.update(held_links)  # links that held a write back: a tick (held again if their flow still is)
+    POLICY.recovered_at = time.time()  # create_in_source's grace counts from here too
 
 
 #: The memory store holds settled links shrunk and one string per link key (below); a RocksDB

@@ -60,7 +60,14 @@ def test_an_order_created_in_business_nxt_appears_once_in_customcrm_and_stays_li
         made = crm_made(p)
         rows = stamped(run(bnxt_all(p, "order")), "customcrm:order:")
         return len(made) == 1 and [r["orderNo"] for r in rows.get(made[0]["Id"], [])] == [order_no]
-    wait_for(stamped_once, timeout=90, message="the Business NXT order stamped with its Customcrm order")
+    try:
+        wait_for(stamped_once, timeout=90, message="the Business NXT order stamped with its Customcrm order")
+    except AssertionError as exc:  # say what there is: Customcrm orders made, Business NXT orders stamped
+        made = crm_made(p)
+        rows = stamped(run(bnxt_all(p, "order")), "customcrm:order:")
+        raise AssertionError(f"{exc}\nmade in Customcrm: {[o['Id'] for o in made]}\nstamped: "
+                             f"{ {m['Id']: [r['orderNo'] for r in rows.get(m['Id'], [])] for m in made} }\n"
+                             f"dead letters: {p.cli('deadletters', 'list', '--json').stdout[:2000]}") from exc
     (order,) = crm_made(p)
     assert order["CustomerNo"] == 10004 and order["OrderDate"] == "2026-12-03"
     assert [(ln["ProductId"], float(ln["Quantity"]), float(ln["UnitPrice"])) for ln in order["Lines"]] == [

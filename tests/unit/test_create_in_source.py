@@ -90,3 +90,14 @@ def test_a_stamped_row_seen_first_links_without_any_create():
     assert out.commands == []
     linked = handle_change(out.link, ORDER, crm_order(), "order-order:ord_1", now=1, refs=REFS, policy=POLICY_C)
     assert linked.link["status"] == engine.LINKED and linked.commands == []
+
+
+def test_the_grace_counts_again_from_when_the_worker_took_its_partitions():
+    """After a crash, the Business NXT record's own link sends its lost create again within one
+    result timeout: a Customcrm record first seen before the crash still waits a full grace."""
+    out = handle_change(None, ORDER, crm_order(), "order-order:ord_1", now=0, refs=REFS, policy=POLICY_C)
+    restarted = replace(POLICY_C, recovered_at=100.0)
+    waiting = handle_tick(out.link, ORDER, now=101, refs=REFS, policy=restarted)
+    assert waiting.commands == [] and waiting.wake_at == 100.0 + POLICY_C.create_grace
+    done = handle_tick(waiting.link, ORDER, now=100.0 + POLICY_C.create_grace, refs=REFS, policy=restarted)
+    assert [c.op for c in done.commands] == ["create"]
