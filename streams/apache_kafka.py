@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from connectors.common.httpserver import free_port
-from streams.embedded_broker import _die_with_parent, kafka_api_versions_ok
+from streams.embedded_broker import DIE_WITH_PARENT, kafka_api_versions_ok
 
 POM = Path(__file__).with_name("apache_kafka.pom.xml")
 KAFKA_VERSION = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text()).group(1)
@@ -274,10 +274,10 @@ class ApacheKafka:
         if node.alive():
             return
         self.members[node.node_id - 1] = node
-        node.process = subprocess.Popen(
-            self._java("kafka.Kafka", str(node.properties), log=node.log),
-            stdout=open(node.directory / "stdout.log", "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        with open(node.directory / "stdout.log", "ab") as out:  # the child keeps its own descriptor
+            node.process = subprocess.Popen(
+                self._java("kafka.Kafka", str(node.properties), log=node.log),
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=DIE_WITH_PARENT)
         if wait:
             self.wait_ready()
 

@@ -88,6 +88,11 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         pass
 
 
+#: ``preexec_fn`` of a child process that must die with the process that started it (Linux;
+#: elsewhere None): the brokers and the children of ``talkstream run``.
+DIE_WITH_PARENT = _die_with_parent if sys.platform.startswith("linux") else None
+
+
 @dataclass
 class EmbeddedBroker:
     """A running Tansu broker. Use as a context manager or call start()/stop()."""
@@ -141,7 +146,7 @@ class EmbeddedBroker:
                 stdout=out,
                 stderr=subprocess.STDOUT if self.log_path else subprocess.DEVNULL,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=DIE_WITH_PARENT,
                 env={**os.environ, "RUST_LOG": os.environ.get("TANSU_LOG", "warn")},
             )
         except OSError as exc:

@@ -246,11 +246,11 @@ async def status(settings: Settings, mapping: Mapping) -> dict[str, Any]:
     }
 
 
-def _poll_summary(mark: dict | None, tz: str, now: float | None = None) -> dict[str, Any]:
+def _poll_summary(mark: dict | None, tz: str) -> dict[str, Any]:
     """A poller's watermark as saved (every detail), the time of the last change it read (UTC,
     ISO) and that time's age in seconds; None times before its first poll."""
     when = watermark_time(mark, tz)
-    now = time.time() if now is None else now
+    now = time.time()
     return {"watermark": mark, "time": when.isoformat().replace("+00:00", "Z") if when else None,
             "age_s": round(now - when.timestamp(), 1) if when else None}
 

@@ -26,7 +26,7 @@ import httpx
 from connectors.common.httpserver import free_port
 
 from streams.apache_kafka import ApacheKafka, ApacheKafkaError, ApacheKafkaUnavailable
-from streams.embedded_broker import EmbeddedBroker, EmbeddedBrokerError, _die_with_parent
+from streams.embedded_broker import DIE_WITH_PARENT, EmbeddedBroker, EmbeddedBrokerError
 from streams import runfile
 from streams.settings import Settings
 
@@ -126,8 +126,7 @@ class Supervisor:
         env = {**self.env, **(extra_env or {})}
         # a session of its own: Ctrl-C in the terminal reaches only this supervisor, which stops
         # each child (SIGTERM, by PID); a child also dies with the supervisor (Linux)
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", *args], env=env,
-                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", *args], env=env, preexec_fn=DIE_WITH_PARENT)
         child = Child(name, proc)
         self.children.append(child)
         return child
