@@ -140,8 +140,16 @@ def fetch_jars(progress=None) -> Path:
     return target
 
 
-def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+def cluster_id(random_bytes=os.urandom) -> str:
+    """A new KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Like Kafka's own ``Uuid.randomUuid`` it never starts with ``-``: the
+    storage tool's argument parser would read such an id as an option.
+    """
+    while True:
+        text = base64.urlsafe_b64encode(random_bytes(16)).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 @dataclass
@@ -249,7 +257,7 @@ class ApacheKafka:
         root = Path(self.directory)
         self.members = [Node(i + 1, free_port(), free_port(), root / f"node{i + 1}") for i in range(self.nodes)]
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.members)
-        cluster = _cluster_id()
+        cluster = cluster_id()
         atexit.register(self.stop)
         try:
             for node in self.members:
