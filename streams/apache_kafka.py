@@ -101,6 +101,15 @@ def cache_dir() -> Path:
     return Path(base) / f"kafka-{KAFKA_VERSION}"
 
 
+#: The jars the POM names (their dependencies come with them): the broker and the admin tools.
+JARS = (f"kafka_2.13-{KAFKA_VERSION}.jar", f"kafka-tools-{KAFKA_VERSION}.jar")
+
+
+def _complete(lib: Path) -> bool:
+    """Does ``lib`` hold every jar the POM names (a cache of an older POM is fetched again)?"""
+    return all((lib / jar).exists() for jar in JARS)
+
+
 def fetch_jars(progress=None) -> Path:
     """The directory of the broker's jars, fetched with Maven when not cached yet.
 
@@ -111,12 +120,12 @@ def fetch_jars(progress=None) -> Path:
     if reason:
         raise ApacheKafkaUnavailable(reason)
     target = cache_dir() / "lib"
-    if (target / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+    if _complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+        if _complete(target):
             return target  # another process fetched them meanwhile
         if progress:
             progress(f"fetching Apache Kafka {KAFKA_VERSION} from Maven Central into {target.parent} (once)")
@@ -126,7 +135,7 @@ def fetch_jars(progress=None) -> Path:
                 ["mvn", "-B", "-q", "-f", str(POM), "dependency:copy-dependencies", "-DincludeScope=runtime",
                  f"-DoutputDirectory={partial}"],
                 capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-            if result.returncode != 0 or not (partial / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+            if result.returncode != 0 or not _complete(partial):
                 last = (result.stdout + result.stderr).strip().splitlines()[-1:] or ["no output"]
                 raise ApacheKafkaUnavailable(
                     f"fetching Apache Kafka {KAFKA_VERSION} with Maven failed (exit {result.returncode}): "
@@ -335,6 +344,21 @@ class ApacheKafka:
         text = node.log.read_text(errors="replace") if node.log.exists() else ""
         errors = [line for line in text.splitlines() if " ERROR " in line or "Exception" in line]
         return (errors[-1] if errors else text.strip().splitlines()[-1:] or ["no log"])[:400]
+
+    def active_controller(self) -> Node:
+        """The node that is the KRaft quorum's leader now (``kafka-metadata-quorum describe --status``,
+        asked of the running nodes)."""
+        running = [n for n in self.members if n.alive()]
+        log = Path(self.directory) / "metadata-quorum.log"
+        result = subprocess.run(
+            self._java("org.apache.kafka.tools.MetadataQuorumCommand", "--bootstrap-server",
+                       ",".join(f"127.0.0.1:{n.port}" for n in running), "describe", "--status", log=log),
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        leader = re.search(r"^LeaderId:\s+(\d+)", result.stdout, re.MULTILINE)
+        if result.returncode != 0 or leader is None:
+            raise ApacheKafkaError(f"kafka-metadata-quorum failed (exit {result.returncode}): "
+                                   f"{(result.stderr or result.stdout).strip()[-300:]}")
+        return next(n for n in self.members if n.node_id == int(leader.group(1)))
 
     def kill9(self, node: Node) -> None:
         """SIGKILL one node (its storage stays: ``start_node`` brings it back)."""

@@ -15,7 +15,7 @@ import time
 import faust
 
 from connectors.common import kafka_compat
-from connectors.common.kafka import SINGLE_RECORD_BATCH_SIZE
+from connectors.common.kafka import SINGLE_RECORD_BATCH_SIZE, set_replication_factor
 from streams.broker_check import batches_per_request, single_record_batches
 from streams.settings import Settings, get_settings
 
@@ -42,7 +42,6 @@ FAST_START = dict(
     broker_request_timeout=30.0,
     broker_max_poll_interval=300.0,
     table_standby_replicas=0,
-    topic_replication_factor=1,
     stream_wait_empty=True,
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
@@ -67,8 +66,10 @@ def make_app(settings: Settings | None = None, *, app_id: str | None = None, **o
         web_bind=settings.web_host,
         web_host=settings.web_host,
         broker_commit_interval=settings.commit_interval,
+        topic_replication_factor=settings.replication_factor,  # the topics Faust creates: changelogs, leader
     )
     conf.update(overrides)
+    set_replication_factor(settings.replication_factor)  # the topics talkstream creates itself
     kafka_compat.set_fetch_max_wait(settings.fetch_max_wait_ms)
     kafka_compat.set_produce_request_gap(settings.produce_request_gap_ms)
     # fewer collections of the young generations, and so far fewer full ones: a full collection

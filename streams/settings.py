@@ -27,6 +27,11 @@ class Settings(BaseSettings):
         "changelogs, compacted topics). auto: on when the start-up self-check finds the broker's end offsets "
         "wrong for multi-record batches (the embedded broker).",
     )
+    replication_factor: int = Field(
+        default=1, ge=1,
+        description="Replicas of every topic talkstream creates (its tables' changelogs included), with "
+        "min.insync.replicas one less (at least 1); every producer uses acks=all. Production on a cluster of "
+        "three or more brokers: 3 (a broker may die without losing or refusing a write).")
     app_id: str = Field(default="talkstream", description="Faust app id: consumer group and topic prefix.")
     partitions: int = Field(default=4, ge=1, description="Partitions of the topics talkstream creates.")
     fetch_max_wait_ms: int = Field(

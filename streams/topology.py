@@ -33,7 +33,7 @@ import orjson
 from faust.web import Request, Response, View
 
 from connectors.common import kafka_compat
-from connectors.common.kafka import bootstrap_servers
+from connectors.common.kafka import bootstrap_servers, durability_configs
 from schemas.change import ChangeEvent
 from schemas.command import WriteCommand, WriteResult, command_members, command_topic, encode_command_batch
 from schemas.deadletter import DEADLETTER_TOPIC, DeadLetter
@@ -69,8 +69,11 @@ command_topics = {pair: _raw_topic(command_topic(*pair)) for pair in ENTITIES}
 
 #: Each link as compact JSON bytes (``streams.linkcodec``): far less memory than the dict, and no
 #: Faust JSON encoding per write.
-links = app.Table("links", default=None, partitions=PARTITIONS, value_type=bytes)  # bytes: the "raw" codec
-routes = app.Table("routes", default=None, partitions=PARTITIONS)
+#: The changelogs' min.insync.replicas (Faust gives them ``topic_replication_factor`` replicas).
+_CHANGELOG_CONFIGS = durability_configs(settings.replication_factor)
+links = app.Table("links", default=None, partitions=PARTITIONS, value_type=bytes,  # bytes: the "raw" codec
+                  extra_topic_configs=_CHANGELOG_CONFIGS)
+routes = app.Table("routes", default=None, partitions=PARTITIONS, extra_topic_configs=_CHANGELOG_CONFIGS)
 refs_topic = _raw_topic(REFS_TOPIC)
 product_refs = SharedRefs(bootstrap_servers(settings.broker_url()))
 app.service(product_refs)

@@ -69,15 +69,40 @@ def make_producer(bootstrap: str, *, single_record_batches: bool, **kwargs) -> A
     return AIOKafkaProducer(**opts)
 
 
+#: The replication factor of every topic this process creates (``set_replication_factor``).
+_replication_factor = 1
+
+
+def set_replication_factor(factor: int) -> None:
+    """Every topic talkstream creates from now on in this process gets ``factor`` replicas, and
+    ``min.insync.replicas`` one less (at least 1): with acks=all, a write is acknowledged once
+    all in-sync replicas have it, and a topic stays writable with one broker down."""
+    global _replication_factor
+    _replication_factor = max(1, factor)
+
+
+def replication_factor() -> int:
+    return _replication_factor
+
+
+def durability_configs(factor: int) -> dict[str, str]:
+    """The topic configs that go with ``factor`` replicas: ``min.insync.replicas`` one less, at
+    least 1 (nothing for one replica: the broker's default, 1)."""
+    return {"min.insync.replicas": str(max(1, factor - 1))} if factor > 1 else {}
+
+
 async def ensure_topics(
     bootstrap: str,
     names: Iterable[str],
     *,
     partitions: int = 1,
     compact: Iterable[str] = (),
+    replication: int | None = None,
 ) -> None:
-    """Create the topics that do not exist yet (Tansu does not auto-create)."""
+    """Create the topics that do not exist yet (Tansu does not auto-create), with ``replication``
+    replicas (default: the process's ``set_replication_factor``)."""
     compact = set(compact)
+    factor = replication or _replication_factor
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -86,8 +111,9 @@ async def ensure_topics(
             NewTopic(
                 name,
                 num_partitions=partitions,
-                replication_factor=1,
-                topic_configs={"cleanup.policy": "compact"} if name in compact else {},
+                replication_factor=factor,
+                topic_configs={**durability_configs(factor),
+                               **({"cleanup.policy": "compact"} if name in compact else {})},
             )
             for name in dict.fromkeys(names)
             if name not in existing
@@ -224,7 +250,7 @@ async def true_end_offsets(bootstrap: str, tps: Sequence[TopicPartition],
 async def _selfcheck_topic(bootstrap: str):
     """A throw-away one-partition topic for a start-up check, deleted after it (best effort)."""
     topic = f"talkstream.selfcheck.{uuid.uuid4().hex[:12]}"
-    await ensure_topics(bootstrap, [topic])
+    await ensure_topics(bootstrap, [topic], replication=1)  # thrown away at once
     try:
         yield topic
     finally:

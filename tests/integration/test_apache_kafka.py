@@ -51,6 +51,7 @@ def test_three_nodes_form_one_cluster_and_stop_ends_exactly_their_processes(tmp_
             finally:
                 await admin.close()
         assert asyncio.run(cluster()) == (3, 3)
+        assert kafka.active_controller() in kafka.members
     finally:
         kafka.stop()
     assert all(_gone(pid) for pid in pids)
