@@ -7,7 +7,7 @@ follows it; then the partition is read again from the start. Tansu 0.6 can show
 record N+1 to a fetch before record N when two producers write at once, so the
 follower moves past N: measured 1 to 5 of 40,000 records with two producers,
 none with one. Faust's consumers in talkstream read such a partition again
-(``connectors.common.kafka_compat``, seek-safe consuming), and so does the
+(``connectors.common.patches.faust_fixes``, seek-safe consuming), and so does the
 product-reference follower (``streams.refs``).
 """
 from __future__ import annotations

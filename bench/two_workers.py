@@ -12,7 +12,7 @@ repetition stops at the first stall; the run's directory (worker logs) stays.
 
 This is how the second loss path with two workers (records fetched before any
 commit and left while the flow was stopped) was found; see
-``connectors/common/kafka_compat.py``.
+``connectors/common/patches/faust_fixes.py``.
 """
 from __future__ import annotations
 

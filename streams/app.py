@@ -14,14 +14,15 @@ import time
 
 import faust
 
-from connectors.common import kafka_compat
+from connectors.common import patches
 from connectors.common.kafka import SINGLE_RECORD_BATCH_SIZE, set_replication_factor
-from streams.broker_check import batches_per_request, single_record_batches
+from connectors.common.patches import embedded_broker, speed
+from streams.broker_check import batches_per_request, generation_zero, idle_fetch_waits_out, single_record_batches
 from streams.settings import Settings, get_settings
 
 log = logging.getLogger("talkstream")
 
-kafka_compat.apply()
+patches.apply()
 # per-request HTTP logs would drown the worker's own (and could carry URLs with ids)
 logging.getLogger("httpx").setLevel(logging.WARNING)
 logging.getLogger("httpcore").setLevel(logging.WARNING)
@@ -70,8 +71,7 @@ def make_app(settings: Settings | None = None, *, app_id: str | None = None, **o
     )
     conf.update(overrides)
     set_replication_factor(settings.replication_factor)  # the topics talkstream creates itself
-    kafka_compat.set_fetch_max_wait(settings.fetch_max_wait_ms)
-    kafka_compat.set_produce_request_gap(settings.produce_request_gap_ms)
+    speed.set_produce_request_gap(settings.produce_request_gap_ms)
     # fewer collections of the young generations, and so far fewer full ones: a full collection
     # walks every object the worker holds (measured in an initial load of 21,000 records: 1,650
     # young and 14 full collections took 2.0 s of 22 s of CPU with Python's thresholds, 9 took 0.4 s)
@@ -80,17 +80,25 @@ def make_app(settings: Settings | None = None, *, app_id: str | None = None, **o
     app = faust.App(app_id or settings.app_id, autodiscover=False, **conf)
 
     @app.on_configured.connect
-    def _protect_against_wrong_end_offsets(sender, conf, **kwargs) -> None:
+    def _work_around_broker_defects(sender, conf, **kwargs) -> None:
         # Runs once, when the configuration is first needed (not for --help). Only a
         # worker produces through Faust: the CLI's commands (status, replay, ...) and
         # `talkstream run` itself probe nothing here (their producers decide on their own).
         if not PRODUCES_THROUGH_FAUST:
             return
         # No broker configured: a default local one; stay on the safe side without probing it.
-        mode = settings.single_record_batches if settings.kafka_broker else "on"
-        if single_record_batches(mode, broker_url):
+        probe = settings.kafka_broker is not None
+        single = single_record_batches(settings.single_record_batches if probe else "on", broker_url)
+        # the embedded broker's workarounds, where its self-checks find its defects; the group
+        # check joins a throw-away group (Apache Kafka may hold a first join 3 s), so it runs only
+        # on a broker already found defective
+        embedded_broker.apply(
+            single_record_batches=single,
+            batches_per_request=batches_per_request(broker_url) if single else 1,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms if not probe or idle_fetch_waits_out(broker_url) else None,
+            leave_at_generation_zero=single and (not probe or generation_zero(broker_url)))
+        if single:
             conf.producer_max_batch_size = SINGLE_RECORD_BATCH_SIZE
-            kafka_compat.set_batches_per_request(batches_per_request(broker_url))
 
     @app.task
     async def _announce_ready() -> None:

@@ -11,6 +11,11 @@ batch the end offsets are exact.
 compare the end offset with what was written) and turns the protection on
 when the broker's offsets are wrong, or when the check cannot run.
 
+``idle_fetch_waits_out(broker_url)`` and ``generation_zero(broker_url)``: the
+embedded broker's other two defects (``connectors.common.patches.embedded_broker``
+says what each costs); where a check cannot run, the workaround is installed
+(each is harmless where the defect is absent).
+
 ``batches_per_request(broker_url)``: with the protection on, how many of one
 partition's single-record batches one produce request may carry. aiokafka
 keeps one produce request in flight per broker and puts one batch per
@@ -25,7 +30,9 @@ import asyncio
 import logging
 import threading
 
-from connectors.common.kafka import bootstrap_servers, end_offsets_are_exact, several_batches_per_request
+from connectors.common.kafka import (bootstrap_servers, end_offsets_are_exact, first_generation,
+                                     several_batches_per_request)
+from connectors.common.kafka import idle_fetch_waits_out as idle_fetch_waits_out_check
 
 log = logging.getLogger(__name__)
 
@@ -90,3 +97,31 @@ def single_record_batches(mode: str, broker_url: str) -> bool:
             log.warning("broker self-check failed: sending one record per batch to be safe")
         _cache[broker_url] = exact is not True
     return _cache[broker_url]
+
+
+_slow_fetch: dict[str, bool] = {}
+_generation_zero: dict[str, bool] = {}
+
+
+def idle_fetch_waits_out(broker_url: str) -> bool:
+    """Does a waiting fetch wait out its whole ``fetch_max_wait_ms`` though a record arrived?"""
+    if broker_url not in _slow_fetch:
+        slow = _run_check(idle_fetch_waits_out_check, broker_url, 20.0, "idle-fetch")
+        _slow_fetch[broker_url] = slow is not False
+        log.info("broker %s: a waiting fetch %s", broker_url,
+                 "waits its whole time: Faust's worker waits TALKSTREAM_FETCH_MAX_WAIT_MS, not 1,500 ms"
+                 if _slow_fetch[broker_url] else "is answered when data arrives")
+    return _slow_fetch[broker_url]
+
+
+def generation_zero(broker_url: str) -> bool:
+    """Does a new consumer group's first generation get the number 0?"""
+    if broker_url not in _generation_zero:
+        async def check(bootstrap: str) -> bool:
+            return await first_generation(bootstrap) == 0
+        zero = _run_check(check, broker_url, 20.0, "first-generation")
+        _generation_zero[broker_url] = zero is not False
+        if _generation_zero[broker_url]:
+            log.info("broker %s numbers a group's first generation 0: a worker leaves its group at 0 too",
+                     broker_url)
+    return _generation_zero[broker_url]

@@ -12,7 +12,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily
 
-from connectors.common import kafka_compat
+from connectors.common.patches import speed
 
 REGISTRY = CollectorRegistry()
 
@@ -48,11 +48,11 @@ LINKS = Gauge("talkstream_links", "Links held by this worker, per flow and statu
 
 class _ProduceRequests:
     """``talkstream_produce_requests_total``: produce requests the worker sent, all its producers
-    together (``kafka_compat.produce_requests``); messages produced per request show batching."""
+    together (``speed.produce_requests``); messages produced per request show batching."""
 
     def collect(self):
         yield CounterMetricFamily("talkstream_produce_requests", "Produce requests sent to the brokers.",
-                                  value=kafka_compat.produce_requests)
+                                  value=speed.produce_requests)
 
 
 REGISTRY.register(_ProduceRequests())

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from faust.web import Request, Response, View
 
-from connectors.common import kafka_compat
+from connectors.common.patches import faust_fixes
 from connectors.common.kafka import bootstrap_servers, durability_configs
 from schemas.change import ChangeEvent
 from schemas.command import WriteCommand, WriteResult, command_members, command_topic, encode_command_batch
@@ -212,7 +212,7 @@ def write_unwritten() -> None:
         links.send_changelog(partition, key, raw)
 
 
-kafka_compat.before_producer_flush(write_unwritten)
+faust_fixes.before_producer_flush(write_unwritten)
 
 
 _SUMMARIES: dict[tuple, tuple] = {}  # the few distinct summaries, shared by every link that has one
@@ -358,7 +358,7 @@ async def _route(event) -> list[tuple[str, dict]]:
         return []
     rkey = route_key(change)
     # the routes table's partition (its changelog's, a RocksDB store's database) is this event's
-    kafka_compat.set_current_event(event)
+    faust_fixes.set_current_event(event)
     pairs, remembered = route(mapping, change, known_routes(routes.get(rkey)))
     if remembered is not None:
         # the link keys as the links table holds them (interned there): one string, not two

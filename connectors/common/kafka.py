@@ -6,7 +6,7 @@ partition's end offset as the base offset of the last batch + 1, so only with
 one record per batch are the end offsets exact. Exact end offsets matter only
 on topics that are read up to their end: Faust's table changelogs (recovery
 stops at the end offset) and the compacted topics declared with
-:func:`read_to_end`. With ``kafka_compat.apply()`` in the process, every other
+:func:`read_to_end`. With the embedded broker's workaround in the process (``patches.embedded_broker``), every other
 topic (change events, flow events, commands, dead letters) is sent in normal
 batches even while the protection is on: ten times the messages per second on
 the embedded broker. Readers of those topics never trust an end offset as the
@@ -61,9 +61,14 @@ def bootstrap_servers(broker_url: str) -> str:
 
 
 def make_producer(bootstrap: str, *, single_record_batches: bool, **kwargs) -> AIOKafkaProducer:
-    """An aiokafka producer, acks=all, with single-record batches when asked."""
+    """An aiokafka producer, acks=all, with single-record batches when asked (for a broker whose
+    end offsets are wrong: the embedded broker's workaround is then installed, which keeps them
+    to the topics read to their end)."""
     opts = dict(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     if single_record_batches:
+        from connectors.common.patches import embedded_broker
+
+        embedded_broker.apply(single_record_batches=True)
         opts["max_batch_size"] = SINGLE_RECORD_BATCH_SIZE
     opts.update(kwargs)
     return AIOKafkaProducer(**opts)
@@ -276,6 +281,61 @@ async def end_offsets_are_exact(bootstrap: str, records: int = 20) -> bool:
             await producer.stop()
         ends = await end_offsets(bootstrap, topic)
         return ends.get(0) == records
+
+
+async def idle_fetch_waits_out(bootstrap: str, wait_ms: int = 600) -> bool:
+    """Start-up check: does a fetch that waits for data wait its whole ``fetch_max_wait_ms``
+    even when a record arrives meanwhile? (Tansu does; Apache Kafka answers at once.)
+    Follows a throw-away topic, sends one record 0.1 s into a waiting fetch, and times how
+    long it took to be fetched (about 0.6 s on Tansu, 0.005 s on Apache Kafka)."""
+    loop = asyncio.get_running_loop()
+    async with _selfcheck_topic(bootstrap) as topic:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                                    fetch_max_wait_ms=wait_ms, auto_offset_reset="earliest")
+        producer = make_producer(bootstrap, single_record_batches=False)
+        await consumer.start()
+        await producer.start()
+        try:
+            tp = TopicPartition(topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+
+            async def round_trip(delay: float) -> float:
+                """Seconds from a record's send (``delay`` after now) until it was fetched."""
+                async def send_later() -> float:
+                    await asyncio.sleep(delay)
+                    sent = loop.time()
+                    await (await producer.send(topic, b"x", partition=0))
+                    return sent
+                sending = asyncio.ensure_future(send_later())
+                got = {}
+                while not got:
+                    got = await consumer.getmany(tp, timeout_ms=wait_ms * 3)
+                return loop.time() - await sending
+            await round_trip(0)  # the first fetch of a partition may be answered at once
+            # the next fetch waits for data: answered as the record comes (Apache Kafka: a few
+            # ms), or when its wait runs out (Tansu: seen from a third to all of it)
+            return await round_trip(0.1) > 0.25 * wait_ms / 1000
+        finally:
+            await producer.stop()
+            await consumer.stop()
+
+
+async def first_generation(bootstrap: str) -> int:
+    """Start-up check: the generation a new consumer group's first member gets (the Kafka
+    protocol starts at 1; Tansu at 0, which aiokafka treats as "never joined")."""
+    async with _selfcheck_topic(bootstrap) as topic:
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"{topic}.group",
+                                    enable_auto_commit=False, session_timeout_ms=6000,
+                                    heartbeat_interval_ms=1000)
+        await consumer.start()
+        try:
+            await consumer.getmany(timeout_ms=100)
+            while not consumer.assignment():
+                await consumer.getmany(timeout_ms=100)
+            return consumer._coordinator.generation  # noqa: SLF001 - aiokafka has no public call
+        finally:
+            await consumer.stop()
 
 
 async def several_batches_per_request(bootstrap: str, batches: int = 3) -> bool:

@@ -74,7 +74,7 @@ def test_a_second_worker_joining_mid_load_loses_nothing(pipeline_factory):
     """Partitions move between two live workers (a revocation, not a crash) while the first has
     read far ahead of what it committed: every change event is still routed, orders find
     products linked on the other worker, no dead letters. Before the fix in
-    ``connectors.common.kafka_compat`` (seek-safe consuming) a joining worker lost records
+    ``connectors.common.patches.faust_fixes`` (seek-safe consuming) a joining worker lost records
     in 3 of 5 runs of a 21,000-record load (up to 1,840 consecutive offsets of a partition)."""
     seed = 10000  # the loss needed a worker that had read far ahead of its commits: a big load
     # an order may wait for products polled minutes later at this size: not what this test is about

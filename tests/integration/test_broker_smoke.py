@@ -171,10 +171,10 @@ def test_recovery_without_protection_loses_updates(broker, tmp_path, unique):
 
 def test_messages_queued_on_one_partition_arrive_in_order_with_exact_offsets(broker, unique):
     """Sends to one partition do not wait for each other's round trip (queued single-record
-    batches, ``connectors.common.kafka_compat``), and still land in order, one offset each."""
-    from connectors.common import kafka_compat
+    batches, ``connectors.common.patches.embedded_broker``), and still land in order, one offset each."""
+    from connectors.common import patches
 
-    kafka_compat.apply()
+    patches.apply()
     topic = read_to_end(f"queued-{unique}")  # one record per batch
 
     async def go():
@@ -201,9 +201,9 @@ def test_messages_queued_on_one_partition_arrive_in_order_with_exact_offsets(bro
 
 def _send_300(bootstrap: str, topic: str) -> list[int]:
     """300 records to partition 0 of ``topic`` with the worker's producer (protection on)."""
-    from connectors.common import kafka_compat
+    from connectors.common import patches
 
-    kafka_compat.apply()
+    patches.apply()
 
     async def go() -> list[int]:
         await ensure_topics(bootstrap, [topic], partitions=1)

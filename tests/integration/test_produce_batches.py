@@ -3,7 +3,7 @@
 aiokafka keeps one produce request in flight per broker with one batch per
 partition, so a changelog partition (one record per batch under the embedded
 broker's protection) got one record per round trip. Tansu takes several
-batches of a partition in one request; ``kafka_compat`` then sends up to
+batches of a partition in one request; ``patches.embedded_broker`` then sends up to
 ``set_batches_per_request`` of them together. Each record must still get its
 own offset, in order, and the end offsets must stay exact.
 """
@@ -15,7 +15,8 @@ from collections import defaultdict
 import pytest
 from aiokafka.producer.sender import SendProduceReqHandler
 
-from connectors.common import kafka_compat
+from connectors.common import patches
+from connectors.common.patches import embedded_broker, speed
 from connectors.common.kafka import end_offsets, ensure_topics, make_producer, read_all, several_batches_per_request
 
 pytestmark = pytest.mark.integration
@@ -37,8 +38,8 @@ async def _produce(bootstrap: str, topic: str, per_request: int, monkeypatch) ->
         return original(self)
 
     monkeypatch.setattr(SendProduceReqHandler, "create_request", counting)
-    kafka_compat.apply()
-    kafka_compat.set_batches_per_request(per_request)
+    patches.apply()
+    embedded_broker.set_batches_per_request(per_request)
     try:
         producer = make_producer(bootstrap, single_record_batches=True)
         await producer.start()
@@ -48,7 +49,7 @@ async def _produce(bootstrap: str, topic: str, per_request: int, monkeypatch) ->
         finally:
             await producer.stop()
     finally:
-        kafka_compat.set_batches_per_request(1)
+        embedded_broker.set_batches_per_request(1)
     return metadata, requests
 
 
@@ -82,8 +83,8 @@ async def test_without_it_a_partition_gets_one_record_per_request(broker, unique
 async def _trickle(bootstrap: str, topic: str, gap_ms: float, messages: int) -> tuple[list, int]:
     """Send ``messages`` records one every 2 ms (a steady stream, not one burst) with the given
     produce request gap; returns their metadata and the produce requests sent."""
-    before = kafka_compat.produce_requests
-    kafka_compat.set_produce_request_gap(gap_ms)
+    before = speed.produce_requests
+    speed.set_produce_request_gap(gap_ms)
     producer = make_producer(bootstrap, single_record_batches=False)
     await producer.start()
     try:
@@ -94,18 +95,18 @@ async def _trickle(bootstrap: str, topic: str, gap_ms: float, messages: int) -> 
         metadata = await asyncio.gather(*futures)
     finally:
         await producer.stop()
-    return metadata, kafka_compat.produce_requests - before
+    return metadata, speed.produce_requests - before
 
 
 async def test_the_request_gap_lets_one_request_carry_the_messages_sent_meanwhile(broker, unique):
     topic = f"{unique}-changes"
     await ensure_topics(broker.bootstrap, [topic], partitions=1)
-    previous = kafka_compat._produce_request_gap * 1000
+    previous = speed._produce_request_gap * 1000
     try:
         _, at_once = await _trickle(broker.bootstrap, topic, 0, 100)
         metadata, with_gap = await _trickle(broker.bootstrap, topic, 40, 100)
     finally:
-        kafka_compat.set_produce_request_gap(previous)
+        speed.set_produce_request_gap(previous)
     # without the gap nearly every message of the stream leaves alone; with it, a request
     # carries the messages of the 40 ms after the previous answer
     assert with_gap * 3 <= at_once, (with_gap, at_once)

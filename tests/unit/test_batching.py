@@ -2,7 +2,7 @@
 
 Only topics read up to their end offset need exact end offsets: Faust's table
 changelogs and the compacted topics declared with ``read_to_end``. The
-accumulator (``connectors.common.kafka_compat``) gives every other topic
+accumulator (``connectors.common.patches.embedded_broker``) gives every other topic
 normal batches. Checked on aiokafka's real accumulator, without a broker.
 """
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pytest
 from aiokafka.producer.message_accumulator import MessageAccumulator
 from aiokafka.structs import TopicPartition
 
-from connectors.common import kafka_compat
+from connectors.common import patches
+from connectors.common.patches import embedded_broker
 from connectors.common.kafka import BATCH_SIZE, SINGLE_RECORD_BATCH_SIZE, one_record_per_batch
 from connectors.common.watermarks import WATERMARK_TOPIC
 from schemas.deadletter import DEADLETTER_TOPIC
@@ -37,7 +38,7 @@ def _records_in_first_batch(batch_size: int, topic: str) -> int:
     """Records one builder of the patched accumulator takes for ``topic`` before it is full."""
     async def go() -> int:
         accumulator = MessageAccumulator(None, batch_size, 0, 30)
-        builder = kafka_compat._create_builder(accumulator, TopicPartition(topic, 0))
+        builder = embedded_broker.create_builder(accumulator, TopicPartition(topic, 0))
         count = 0
         while count < 1000 and builder.append(key=b"k", value=b"v" * 100, timestamp=None) is not None:
             count += 1
@@ -64,7 +65,7 @@ def _queued_before_send_waits(batch_size: int, topic: str, value: bytes) -> int:
         tp = TopicPartition(topic, 0)
         for _ in range(1000):
             try:
-                await asyncio.wait_for(kafka_compat._add_message(accumulator, tp, b"k", value, 30), timeout=0.05)
+                await asyncio.wait_for(embedded_broker.add_message(accumulator, tp, b"k", value, 30), timeout=0.05)
             except asyncio.TimeoutError:  # waiting for the sender (there is none): the queue is full
                 break
         return len(accumulator._batches[tp])
@@ -75,11 +76,11 @@ def test_many_single_record_batches_queue_but_few_normal_ones():
     """Single-record batches need a deep queue (one message each); a deep queue of normal batches
     (16 KB, or one flow-topic batch message of ~50 KB each) only holds memory."""
     assert _queued_before_send_waits(SINGLE_RECORD_BATCH_SIZE, "talkstream-links-changelog", b"v" * 100) == \
-        kafka_compat.QUEUED_BATCHES_PER_PARTITION
+        embedded_broker.QUEUED_BATCHES_PER_PARTITION
     assert _queued_before_send_waits(SINGLE_RECORD_BATCH_SIZE, FLOW_EVENTS, b"v" * 50_000) == \
-        kafka_compat.QUEUED_FULL_BATCHES
+        embedded_broker.QUEUED_FULL_BATCHES
     assert _queued_before_send_waits(BATCH_SIZE, "talkstream-links-changelog", b"v" * 1000) == \
-        kafka_compat.QUEUED_FULL_BATCHES
+        embedded_broker.QUEUED_FULL_BATCHES
 
 
 def test_the_changelog_writes_of_a_flow_batch_fit_faust_producer_buffer():
@@ -89,5 +90,5 @@ def test_the_changelog_writes_of_a_flow_batch_fit_faust_producer_buffer():
 
     from streams.flowmessages import BATCH_MEMBERS
 
-    kafka_compat.apply()
+    patches.apply()
     assert ProducerBuffer.max_messages >= 5 * BATCH_MEMBERS

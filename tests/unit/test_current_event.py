@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import faust
 
-from connectors.common import kafka_compat
+from connectors.common.patches import faust_fixes
 
 
 class _Event:  # weak-referenceable, like Faust's events
@@ -28,7 +28,7 @@ def test_each_table_write_of_a_batch_goes_to_its_events_partition():
     async def one_batch() -> None:  # one task, like the route agent's loop over a take_events batch
         events = [_Event(partition) for partition in (2, 0, 3, 2)]  # held, as take_events holds them
         for event in events:
-            kafka_compat.set_current_event(event)
+            faust_fixes.set_current_event(event)
             table[f"record-{len(sent)}"] = {"product-product": "product-product:SKU"}
 
     asyncio.run(one_batch())

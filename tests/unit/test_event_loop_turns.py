@@ -1,4 +1,4 @@
-"""Two per-message costs of Faust that ``connectors.common.kafka_compat`` removes, on
+"""Two per-message costs of Faust that ``connectors.common.patches.speed`` removes, on
 stand-ins for Faust's classes: a send no longer yields to the event loop to get the
 producer, and a consumed message is delivered to its streams without four tasks when the
 delivery need not wait. The rebalance and stop paths (a delivery that waits while the flow
@@ -14,7 +14,8 @@ from faust.topics import Topic
 from mode import Service
 from mode.utils.locks import Event
 
-from connectors.common import kafka_compat
+from connectors.common import patches
+from connectors.common.patches import speed
 
 
 def run_without_yielding(coro):
@@ -31,14 +32,14 @@ def run_without_yielding(coro):
 
 
 def test_a_started_producer_is_returned_without_a_turn_of_the_event_loop():
-    kafka_compat.apply()
+    patches.apply()
     producer = SimpleNamespace(started=True)
     topic = SimpleNamespace(app=SimpleNamespace(in_transaction=False, producer=producer))
     assert run_without_yielding(Topic._get_producer(topic)) is producer
 
 
 async def test_a_producer_not_started_yet_is_started_as_faust_does():
-    kafka_compat.apply()
+    patches.apply()
     started = SimpleNamespace(started=True)
 
     async def maybe_start_producer():
@@ -61,7 +62,7 @@ class Consumer(Service):
         self.suspend_flow = Event()
 
 
-kafka_compat._patch_delivery_wait(Consumer)
+speed._patch_delivery_wait(Consumer)
 
 
 def loop_turns() -> tuple[list[int], asyncio.Task]:

@@ -4,10 +4,11 @@ import random
 import pytest
 from aiokafka import partitioner
 
-from connectors.common import kafka_compat
+from connectors.common import patches
+from connectors.common.patches import speed
 from connectors.common.murmur2 import murmur2
 
-REFERENCE = kafka_compat.AIOKAFKA_MURMUR2
+REFERENCE = speed.AIOKAFKA_MURMUR2
 
 
 @pytest.mark.parametrize("length", range(70))
@@ -28,7 +29,7 @@ def test_known_values_of_kafkas_java_client():
 
 
 def test_apply_puts_it_in_aiokafkas_partitioner():
-    kafka_compat.apply()
+    patches.apply()
     assert partitioner.murmur2 is murmur2
     keys = [f"order-order:ord_{i:08d}".encode() for i in range(200)]
     every = list(range(8))

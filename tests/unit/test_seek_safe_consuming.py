@@ -1,4 +1,4 @@
-"""The rebalance fixes of ``connectors.common.kafka_compat``, on stand-ins for Faust's classes.
+"""The rebalance fixes of ``connectors.common.patches.faust_fixes``, on stand-ins for Faust's classes.
 
 The loss they fix (a worker joining a running one lost change events) needs two
 workers, a load and luck to show; ``tests/chaos`` runs that. Here each rule is
@@ -12,7 +12,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import NamedTuple
 
-from connectors.common import kafka_compat
+from connectors.common.patches import faust_fixes
 
 
 class FakeFetcher:
@@ -55,7 +55,7 @@ def _consumer_class(records, on_yield=None, contiguous=(), fetcher=None):
             fetcher.seek_to(tp, offset)
 
         async def _wait_next_records(self, timeout):
-            return kafka_compat.Fetched({}, self.assignment, next(kafka_compat._seeks)), None
+            return faust_fixes.Fetched({}, self.assignment, next(faust_fixes._seeks)), None
 
         async def getmany(self, timeout):
             await self._wait_next_records(timeout)
@@ -64,7 +64,7 @@ def _consumer_class(records, on_yield=None, contiguous=(), fetcher=None):
                 if on_yield:
                     on_yield(self, i)
 
-    kafka_compat._patch_getmany(FakeConsumer, lambda consumer: consumer.assignment,
+    faust_fixes._patch_getmany(FakeConsumer, lambda consumer: consumer.assignment,
                                 lambda consumer, key: consumer.positions.get(key))
     return FakeConsumer
 
@@ -99,7 +99,7 @@ def _recording_consumer(calls: list):
 
 def _fetcher():
     fetcher_cls = type("F", (FakeFetcher,), {})
-    kafka_compat._patch_seek_to(fetcher_cls)
+    faust_fixes._patch_seek_to(fetcher_cls)
     return fetcher_cls()
 
 
@@ -147,7 +147,7 @@ def test_recovery_seeks_before_it_resumes_the_stream_partitions():
             await self.app.consumer.perform_seek()
             calls.append(("done",))
 
-    step = kafka_compat._seek_before_resume(FakeRecovery.on_recovery_completed)
+    step = faust_fixes._seek_before_resume(FakeRecovery.on_recovery_completed)
     asyncio.run(step(FakeRecovery()))
     assert calls == [("seek",), ("resume", {"flow-0"}), ("done",)]
     # the consumer's own methods are back afterwards
@@ -163,7 +163,7 @@ def test_recovery_that_never_seeks_still_resumes():
         async def on_recovery_completed(self, generation_id=0):
             self.app.consumer.resume_partitions({"flow-0"})  # then "rebalancing again": no seek
 
-    asyncio.run(kafka_compat._seek_before_resume(FakeRecovery.on_recovery_completed)(FakeRecovery()))
+    asyncio.run(faust_fixes._seek_before_resume(FakeRecovery.on_recovery_completed)(FakeRecovery()))
     assert calls == [("resume", {"flow-0"})]
 
 
@@ -200,7 +200,7 @@ def test_other_topics_may_skip_offsets():
 
 
 def test_continuity_starts_over_after_a_rebalance():
-    check = kafka_compat.Continuity().check
+    check = faust_fixes.Continuity().check
     key = ("rebalance-test", 0)
     first, second = object(), object()
     assert check(first, key, 5) is None and check(first, key, 6) is None
@@ -261,7 +261,7 @@ def test_partitions_with_nothing_committed_are_sought_to_their_beginning():
     flow0, flow1, flow2, changelog = _tp(0), _tp(1), _tp(2), _tp(0, "app-links-changelog")
     consumer = FakeAiokafkaConsumer(committed={flow0: 40, flow1: None, flow2: 0, changelog: None},
                                     beginnings={flow1: 0, flow2: 0, changelog: 0})
-    committed = asyncio.run(kafka_compat._seek_to_committed_or_beginning(consumer, {"app-links-changelog"}))
+    committed = asyncio.run(faust_fixes._seek_to_committed_or_beginning(consumer, {"app-links-changelog"}))
     assert consumer.seeks == {flow0: 40, flow1: 0, flow2: 0}  # the changelog is left to Faust's recovery
     assert committed == {flow0: 40, flow1: None, flow2: 0, changelog: None}  # what Faust records
 
