@@ -16,7 +16,7 @@ import faust
 
 from connectors.common import patches
 from connectors.common.kafka import SINGLE_RECORD_BATCH_SIZE, set_replication_factor
-from connectors.common.patches import embedded_broker, speed
+from connectors.common.patches import embedded_broker
 from streams.broker_check import batches_per_request, generation_zero, idle_fetch_waits_out, single_record_batches
 from streams.settings import Settings, get_settings
 
@@ -71,7 +71,6 @@ def make_app(settings: Settings | None = None, *, app_id: str | None = None, **o
     )
     conf.update(overrides)
     set_replication_factor(settings.replication_factor)  # the topics talkstream creates itself
-    speed.set_produce_request_gap(settings.produce_request_gap_ms)
     # fewer collections of the young generations, and so far fewer full ones: a full collection
     # walks every object the worker holds (measured in an initial load of 21,000 records: 1,650
     # young and 14 full collections took 2.0 s of 22 s of CPU with Python's thresholds, 9 took 0.4 s)

@@ -20,8 +20,7 @@ from functools import lru_cache
 from typing import TypeVar
 
 import orjson
-
-from connectors.common.murmur2 import murmur2
+from aiokafka.partitioner import murmur2
 
 #: Members per batch message: each member writes its link to the ``links`` changelog, and
 #: Faust holds the stream while its changelog buffer holds over 100 messages.

@@ -10,9 +10,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily
 
-from connectors.common.patches import speed
 
 REGISTRY = CollectorRegistry()
 
@@ -46,16 +44,6 @@ LINKS = Gauge("talkstream_links", "Links held by this worker, per flow and statu
               registry=REGISTRY)
 
 
-class _ProduceRequests:
-    """``talkstream_produce_requests_total``: produce requests the worker sent, all its producers
-    together (``speed.produce_requests``); messages produced per request show batching."""
-
-    def collect(self):
-        yield CounterMetricFamily("talkstream_produce_requests", "Produce requests sent to the brokers.",
-                                  value=speed.produce_requests)
-
-
-REGISTRY.register(_ProduceRequests())
 
 
 @lru_cache(maxsize=1024)

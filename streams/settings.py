@@ -43,11 +43,6 @@ class Settings(BaseSettings):
         description="Python's garbage collection thresholds (gc.set_threshold), as JSON, e.g. [50000,20,10]. "
         "Python's own (700, 10, 10) made a worker collect its young objects about 60 times a second during "
         "a load, and spend about a tenth of its time collecting.")
-    produce_request_gap_ms: float = Field(
-        default=2.0, ge=0, le=100,
-        description="After a broker answered a produce request, the producer waits this long before it sends "
-        "the next one: under load one request then carries more messages (fewer requests for the broker and "
-        "the worker); a message adds at most this much latency. 0: send the next request at once.")
     commit_interval: float = Field(
         default=10.0, gt=0, le=60,
         description="Seconds between offset commits. A worker that dies reads again what came after its last "

@@ -16,7 +16,7 @@ import pytest
 from aiokafka.producer.sender import SendProduceReqHandler
 
 from connectors.common import patches
-from connectors.common.patches import embedded_broker, speed
+from connectors.common.patches import embedded_broker
 from connectors.common.kafka import end_offsets, ensure_topics, make_producer, read_all, several_batches_per_request
 
 pytestmark = pytest.mark.integration
@@ -78,38 +78,3 @@ async def test_without_it_a_partition_gets_one_record_per_request(broker, unique
     await ensure_topics(broker.bootstrap, [topic], partitions=2)
     _metadata, requests = await _produce(broker.bootstrap, topic, 1, monkeypatch)
     assert requests >= RECORDS // 2  # two partitions: at most two records per request
-
-
-async def _trickle(bootstrap: str, topic: str, gap_ms: float, messages: int) -> tuple[list, int]:
-    """Send ``messages`` records one every 2 ms (a steady stream, not one burst) with the given
-    produce request gap; returns their metadata and the produce requests sent."""
-    before = speed.produce_requests
-    speed.set_produce_request_gap(gap_ms)
-    producer = make_producer(bootstrap, single_record_batches=False)
-    await producer.start()
-    try:
-        futures = []
-        for i in range(messages):
-            futures.append(await producer.send(topic, b"%d" % i, key=b"k", partition=0))
-            await asyncio.sleep(0.002)  # the stream's pace (the test waits for the acks below)
-        metadata = await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-    return metadata, speed.produce_requests - before
-
-
-async def test_the_request_gap_lets_one_request_carry_the_messages_sent_meanwhile(broker, unique):
-    topic = f"{unique}-changes"
-    await ensure_topics(broker.bootstrap, [topic], partitions=1)
-    previous = speed._produce_request_gap * 1000
-    try:
-        _, at_once = await _trickle(broker.bootstrap, topic, 0, 100)
-        metadata, with_gap = await _trickle(broker.bootstrap, topic, 40, 100)
-    finally:
-        speed.set_produce_request_gap(previous)
-    # without the gap nearly every message of the stream leaves alone; with it, a request
-    # carries the messages of the 40 ms after the previous answer
-    assert with_gap * 3 <= at_once, (with_gap, at_once)
-    assert [m.offset for m in metadata] == list(range(100, 200))
-    stored = [value for _p, _o, _k, value in await read_all(broker.bootstrap, topic, timeout=30)]
-    assert stored == [b"%d" % i for i in range(100)] * 2

@@ -4,78 +4,48 @@
 in the same run) shows it earns 10 % or more in records/s or worker CPU per record;
 the figures are in each docstring.
 
-**murmur2** (``murmur2``): aiokafka's key hash, the same function about twice as fast
-(``connectors.common.murmur2``).
-
-**A gap between produce requests** (``produce-request-gap``): aiokafka sends a broker
-the next produce request as soon as the previous one is answered, so under load each
-request carried few messages (measured on the embedded broker: about 10,000 requests
-for an initial load of 21,000 records, 80,000 messages). The producer keeps a
-broker's request slot for ``TALKSTREAM_PRODUCE_REQUEST_GAP_MS`` after each answer
-(default 2 ms): the messages that come meanwhile leave together in the next request.
-It also counts the requests (``talkstream_produce_requests_total``).
+Gone, because leaving them out cost less than 10 % on Apache Kafka (``python -m
+bench.patches --scale 0.5 --rounds 2``, 10,500 records, RocksDB tables, medians
+against all changes on: 1,074 records/s and 0.852 ms of worker CPU per record):
+``murmur2`` (aiokafka's key hash replaced by a faster one: without it 1,020
+records/s, 0.845 ms) and ``produce-request-gap`` (a 2 ms pause after each produce
+answer, so that a request carries more messages: without it 1,031 records/s,
+0.820 ms).
 
 **Faust's producer buffer** (``producer-buffer``): it stops the streams, with a
 warning, once it holds over 100 table changelog messages; a flow-topic batch message
 writes up to 100 links and a commit during a load writes thousands of provisional
 link states, so it holds ``PRODUCER_BUFFER_MESSAGES`` (the values the table holds
-anyway: no copies).
+anyway: no copies). On Apache Kafka without it: 759 records/s (0.71), 0.914 ms (1.07).
 
 **The producer without three turns of the event loop** (``get-producer``) and **a
 delivery without four tasks** (``delivery-wait``): see their docstrings. Measured
 together on the embedded broker: a load-only initial load from 940-990 to
 1,180-1,260 records/s on the 2-core machine, the worker's CPU per record from about
-0.95 to 0.75 ms.
+0.95 to 0.75 ms. On Apache Kafka without ``get-producer``: 869 records/s (0.81), 1.003
+ms (1.18); without ``delivery-wait``: 720 records/s (0.67), 0.900 ms (1.06).
+
+**Queued batches** (``queued-batches``): aiokafka keeps one open batch per partition,
+and ``send()`` waits while a full one is not yet taken into a request; normal batches
+now queue ``QUEUED_FULL_BATCHES`` deep per partition instead (the embedded broker's
+``single-record-batches`` workaround includes it). On Apache Kafka without it: 952
+records/s (0.89), 0.897 ms (1.05).
+
+Every figure: ``python -m bench.patches --scale 0.5 --rounds 2`` (10,500 records,
+Apache Kafka 4.1.1 with one node, RocksDB tables, 2 cores), medians of two rounds,
+against 1,074 records/s and 0.852 ms with every change on; in brackets the ratio.
+Rounds of the same variant differed by up to 15 %, so the 0.89 of ``queued-batches``
+is the nearest to the line.
 """
 from __future__ import annotations
 
 import asyncio
 
-from aiokafka import partitioner
-
-from connectors.common.murmur2 import murmur2
 from connectors.common.patches import Patch
 
 #: Table changelog messages Faust's producer buffer holds before it stops the streams and
 #: logs "producer buffer full" (Faust: 100).
 PRODUCER_BUFFER_MESSAGES = 10000
-
-#: aiokafka's own murmur2, which the ``murmur2`` patch replaces (the tests compare the two).
-AIOKAFKA_MURMUR2 = partitioner.murmur2
-
-
-def _install_murmur2() -> None:
-    partitioner.murmur2 = murmur2
-
-
-_produce_request_gap = 0.0
-#: Produce requests this process sent (the worker's ``talkstream_produce_requests_total``).
-produce_requests = 0
-
-
-def set_produce_request_gap(ms: float) -> None:
-    """After a broker answered a produce request, the producer waits ``ms`` before it sends
-    that broker the next one (every aiokafka producer in the process; 0: no wait)."""
-    global _produce_request_gap
-    _produce_request_gap = ms / 1000
-
-
-def _install_produce_request_gap() -> None:
-    from aiokafka.producer.sender import SendProduceReqHandler
-
-    original = SendProduceReqHandler.do
-
-    async def do(self, node_id):
-        global produce_requests
-        produce_requests += 1
-        # the sender marks the broker free once this returns: the messages sent meanwhile
-        # wait in the accumulator and leave together in the next request
-        result = await original(self, node_id)
-        if _produce_request_gap:
-            await asyncio.sleep(_produce_request_gap)
-        return result
-
-    SendProduceReqHandler.do = do
 
 
 def _install_producer_buffer() -> None:
@@ -184,10 +154,6 @@ def _install_queued_batches() -> None:
     MessageAccumulator.add_message = add_message
 
 
-MURMUR2 = Patch("murmur2", "speed", (("aiokafka.partitioner", None, "murmur2"),), _install_murmur2)
-PRODUCE_REQUEST_GAP = Patch("produce-request-gap", "speed",
-                            (("aiokafka.producer.sender", "SendProduceReqHandler", "do"),),
-                            _install_produce_request_gap)
 PRODUCER_BUFFER = Patch("producer-buffer", "speed", (("faust.transport.producer", "ProducerBuffer", "max_messages"),),
                         _install_producer_buffer)
 GET_PRODUCER = Patch("get-producer", "speed", (("faust.topics", "Topic", "_get_producer"),), _install_get_producer)
@@ -199,4 +165,4 @@ QUEUED_BATCHES = Patch("queued-batches", "speed",
                        (("aiokafka.producer.message_accumulator", "MessageAccumulator", "add_message"),),
                        _install_queued_batches)
 
-PATCHES = (MURMUR2, PRODUCE_REQUEST_GAP, PRODUCER_BUFFER, GET_PRODUCER, DELIVERY_WAIT, QUEUED_BATCHES)
+PATCHES = (PRODUCER_BUFFER, GET_PRODUCER, DELIVERY_WAIT, QUEUED_BATCHES)
