@@ -24,17 +24,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.__main__ import fast_env
+from bench.__main__ import EXTRA_ENV, fast_env
 from connectors.common.kafka import read_all
 from schemas.command import command_members
 from streams import flowmessages
 from tests.e2e.harness import Pipeline, bnxt_all, crm_all, run, stamped
 
 
-def one_run(seed: int, join_at: float, stall: float) -> bool:
-    """One load with a second worker joining; True when every record arrived."""
+def one_run(seed: int, join_at: float, stall: float, engine: dict | None = None) -> bool:
+    """One load with a second worker joining; True when every record arrived. ``engine``: the
+    Pipeline's ``broker_kind`` and ``store`` (default: the embedded broker, in-memory tables)."""
     tmp = Path(tempfile.mkdtemp(prefix="talkstream-two-workers-"))
-    p = Pipeline(tmp, seed=seed, crm_rate_limit="off", env_extra=fast_env({"TALKSTREAM_POLL_INTERVAL": "1.0"}))
+    p = Pipeline(tmp, seed=seed, crm_rate_limit="off", env_extra=fast_env({"TALKSTREAM_POLL_INTERVAL": "1.0"}),
+                 **(engine or {}))
     p.start()
     records = seed * 2 + seed // 10
     try:
@@ -112,10 +114,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=10000, help="products and orders per run")
     parser.add_argument("--join-at", type=float, default=0.0, help="share of products written before the join")
     parser.add_argument("--stall", type=float, default=60.0, help="seconds without a new row that count as a stall")
+    parser.add_argument("--broker", choices=["embedded", "kafka"], default="embedded")
+    parser.add_argument("--store", choices=["memory://", "rocksdb://"], default="memory://")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a worker setting (repeatable), e.g. TALKSTREAM_PATCHES_OFF=seek-safe-consuming")
     args = parser.parse_args()
+    EXTRA_ENV.update(item.split("=", 1) for item in args.env)
+    engine = {"broker_kind": args.broker, "store": args.store}
     for i in range(1, args.runs + 1):
         print(f"run {i} of {args.runs}", flush=True)
-        if not one_run(args.seed, args.join_at, args.stall):
+        if not one_run(args.seed, args.join_at, args.stall, engine):
             raise SystemExit(1)
 
 

@@ -70,7 +70,11 @@ def test_two_workers_share_partitions_and_one_dies_mid_load(pipeline_factory):
 
 @CHAOS
 @pytest.mark.timeout(1200)  # about 2.5 minutes; the rest is room for a slow machine and a failure's diagnosis
-def test_a_second_worker_joining_mid_load_loses_nothing(pipeline_factory):
+@pytest.mark.parametrize("engine", [
+    pytest.param({}, id="embedded"),
+    pytest.param({"broker_kind": "kafka", "store": "rocksdb://"}, id="kafka-rocksdb", marks=pytest.mark.kafka),
+])
+def test_a_second_worker_joining_mid_load_loses_nothing(pipeline_factory, engine):
     """Partitions move between two live workers (a revocation, not a crash) while the first has
     read far ahead of what it committed: every change event is still routed, orders find
     products linked on the other worker, no dead letters. Before the fix in
@@ -78,7 +82,7 @@ def test_a_second_worker_joining_mid_load_loses_nothing(pipeline_factory):
     in 3 of 5 runs of a 21,000-record load (up to 1,840 consecutive offsets of a partition)."""
     seed = 10000  # the loss needed a worker that had read far ahead of its commits: a big load
     # an order may wait for products polled minutes later at this size: not what this test is about
-    p = pipeline_factory(seed=seed, env_extra={"TALKSTREAM_PARK_TIMEOUT": "900"})
+    p = pipeline_factory(seed=seed, env_extra={"TALKSTREAM_PARK_TIMEOUT": "900"}, **engine)
     p.start_worker()
     wait_for(lambda: p.bnxt_stats()["rows"]["product"] >= seed // 5, timeout=120, message="load under way")
     p.add_worker("worker-b")
