@@ -1,4 +1,5 @@
-"""Decides whether producers must send single-record batches.
+"""The start-up self-checks of the broker's defects: whether producers need single-record
+batches, and which of the embedded broker's workarounds a worker installs.
 
 The embedded broker (Tansu 0.6) reports a partition's end offset as the base
 offset of the last record batch + 1. Faust reads a changelog only up to that
