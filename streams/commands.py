@@ -238,6 +238,42 @@ def flows(self, action: str, flow_id: str | None, as_json: bool) -> int:
 
 
 @app.command(
+    option("--system", type=click_choice(["customcrm", "businessnxt"]), required=True,
+           help="the system the record is in"),
+    option("--entity", required=True, help="its entity (order, product, user)"),
+    option("--id", "record_id", required=True, help="its id (a Customcrm Id, a Business NXT order or product number)"),
+    option("--json", "as_json", is_flag=True, default=False, help="machine-readable output"),
+    base=SyncCommand,
+)
+def explain(self, system: str, entity: str, record_id: str, as_json: bool) -> int:
+    """Each link the record belongs to: status and why it waits, per property the agreed value and where
+    it came from, whether each side reported it and was written it, writes in flight."""
+    import asyncio
+
+    import orjson
+
+    from streams.explain import explain_link, links_of, render
+    from streams.operations import OperationError, link_states
+
+    flows = {f.id for f in _mapping().flows
+             if (system, entity) in ((f.source.system, f.source.entity), (f.target.system, f.target.entity))}
+    if not flows:
+        _fail(f"no flow maps {system} {entity}")
+    try:
+        states = asyncio.run(link_states(_operating_settings()))
+    except OperationError as exc:
+        _fail(str(exc))
+    explained = [explain_link(link) for link in links_of(states, system, record_id) if link.get("flow") in flows]
+    if as_json:
+        print(orjson.dumps(explained, option=orjson.OPT_INDENT_2).decode())
+        return 0 if explained else 1
+    console = _console()
+    for part in render(explained, system, record_id):
+        console.print(part)
+    return 0 if explained else 1
+
+
+@app.command(
     option("--json", "as_json", is_flag=True, default=False, help="machine-readable output"),
     base=SyncCommand,
 )

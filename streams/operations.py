@@ -200,15 +200,22 @@ async def redrive(settings: Settings, entries: list[DeadLetter]) -> int:
 # --------------------------------------------------------------------------- status
 
 
+async def link_states(settings: Settings) -> dict[str, bytes | None]:
+    """The latest state of every link, as the ``links`` changelog holds it: link key -> stored
+    bytes (``streams.linkcodec``; None: deleted). Faust writes the table's keys as JSON."""
+    latest: dict[str, bytes | None] = {}
+    changelog = f"{settings.app_id}-links-changelog"
+    for _p, _o, key, value in await read_all(_bootstrap(settings), changelog, timeout=120):
+        if key is not None:
+            latest[orjson.loads(key)] = value
+    return latest
+
+
 async def status(settings: Settings, mapping: Mapping) -> dict[str, Any]:
     """Per flow: links by status, pending creates, parked, dead letters; last poll per
     poller (its watermark); consumer lag of the worker group."""
     bootstrap = _bootstrap(settings)
-    changelog = f"{settings.app_id}-links-changelog"
-    latest: dict[bytes, bytes | None] = {}
-    for _p, _o, key, value in await read_all(bootstrap, changelog, timeout=120):
-        if key is not None:
-            latest[key] = value
+    latest = await link_states(settings)
     flows: dict[str, Counter] = {f.id: Counter() for f in mapping.flows}
     for value in latest.values():
         if not value:
