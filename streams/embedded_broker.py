@@ -23,15 +23,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from connectors.common.httpserver import free_port
+
 
 class EmbeddedBrokerError(RuntimeError):
     """The embedded broker could not be started."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def resolve_binary() -> str:
