@@ -52,7 +52,6 @@ import json
 import os
 import platform
 import random
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -62,15 +61,12 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from connectors.common.kafka import ensure_topics, make_producer, partitions, true_end_offsets
+from streams.embedded_broker import EmbeddedBroker
+from tests.e2e.harness import Pipeline, bnxt_all, crm_all, run, stamped  # python -m bench, from the repository
+from tests.support import ConditionTimeout, wait_until
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from connectors.common.httpserver import free_port  # noqa: E402
-from connectors.common.kafka import ensure_topics, make_producer, partitions, true_end_offsets  # noqa: E402
-from streams.embedded_broker import EmbeddedBroker  # noqa: E402
-from tests.e2e.harness import Pipeline, bnxt_all, crm_all, run, stamped  # noqa: E402
-from tests.support import ConditionTimeout, wait_until  # noqa: E402
-
 RESULTS = ROOT / "bench" / "results"
 console = Console()
 
