@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from schemas.change import ChangeEvent
 from schemas.command import WriteCommand, WriteResult
 from schemas.deadletter import DeadLetter
+from schemas.decision import Decision
 
 SCHEMA_DIR = Path(__file__).parent
 
@@ -22,6 +23,7 @@ CONTRACTS: dict[str, tuple[type[BaseModel], str]] = {
     "command.v1.schema.json": (WriteCommand, "talkstream write command (talkstream.<system>.<entity>.commands)"),
     "result.v1.schema.json": (WriteResult, "talkstream write result (talkstream.flow.events)"),
     "deadletter.v1.schema.json": (DeadLetter, "talkstream dead letter (talkstream.deadletters)"),
+    "decision.v1.schema.json": (Decision, "talkstream decision record (talkstream.decisions)"),
 }
 
 

@@ -253,17 +253,20 @@ def explain(self, system: str, entity: str, record_id: str, as_json: bool) -> in
     import orjson
 
     from streams.explain import explain_link, links_of, render
-    from streams.operations import OperationError, link_states
+    from streams.operations import OperationError, decisions, link_states
 
     flows = {f.id for f in _mapping().flows
              if (system, entity) in ((f.source.system, f.source.entity), (f.target.system, f.target.entity))}
     if not flows:
         _fail(f"no flow maps {system} {entity}")
+    settings = _operating_settings()
     try:
-        states = asyncio.run(link_states(_operating_settings()))
+        links = [link for link in links_of(asyncio.run(link_states(settings)), system, record_id)
+                 if link.get("flow") in flows]
+        recent = asyncio.run(decisions(settings, {link["key"] for link in links})) if links else {}
     except OperationError as exc:
         _fail(str(exc))
-    explained = [explain_link(link) for link in links_of(states, system, record_id) if link.get("flow") in flows]
+    explained = [explain_link(link, recent.get(link["key"], [])) for link in links]
     if as_json:
         print(orjson.dumps(explained, option=orjson.OPT_INDENT_2).decode())
         return 0 if explained else 1

@@ -90,6 +90,9 @@ class Outcome:
     refs: list[tuple[str, str]] = field(default_factory=list)  # (customcrm product id, productNo)
     wake_at: float | None = None  # epoch seconds; None: no timer needed
     actions: list[str] = field(default_factory=list)  # what happened, for metrics and logs
+    #: per property a side reported a new value for: the agreed value before and after, and why
+    #: (``schemas.decision.PropertyChange``; a record's first values are not listed)
+    changes: list[dict] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -446,10 +449,15 @@ def _note_create_only(out: Outcome, flow: Flow, co: dict) -> None:
 
 
 def _merge(out: Outcome, flow: Flow, side: str, values: dict, t: float | None, replay: bool) -> None:
-    """Fold the values reported by ``side`` into the base (per property)."""
+    """Fold the values reported by ``side`` into the base (per property), noting each decision
+    about an agreed value in ``out.changes``."""
     link = out.link
     base, rep, wrote = link["base"], link["rep"][side], link["wrote"][side]
     merged = False
+
+    def note(prop: str, old: Any, new: Any, why: str) -> None:
+        out.changes.append({"property": prop, "side": side, "old": old, "new": new, "why": why})
+
     for prop, new in values.items():
         hnew = h(new)
         hold = rep.get(prop)
@@ -468,18 +476,27 @@ def _merge(out: Outcome, flow: Flow, side: str, values: dict, t: float | None, r
         if wrote.get(prop) == hnew:
             continue  # our own earlier write read back after the base moved on: it gets the base again
         if replay and b[2] == side:
+            note(prop, b[0], new, f"replayed: {side} holds the agreed value")
             base[prop] = [new, t, side]
             continue
         both_changed = hold is not None and hold != hbase
+        why = f"{side} changed it"
         if both_changed:
             merged = True
             if flow.empty_never_overwrites and is_empty(new) and not is_empty(b[0]):
+                note(prop, b[0], b[0], f"empty never overwrites: {side} emptied it while {b[2]} changed it")
                 continue
             if not (flow.empty_never_overwrites and is_empty(b[0]) and not is_empty(new)):
                 if b[1] is not None and t is not None and b[1] > t:
+                    note(prop, b[0], b[0], f"later change won a conflict: {b[2]}'s is newer than {side}'s")
                     continue  # the other side's value is newer
+                why = f"later change won a conflict: {side}'s is newer than {b[2]}'s"
+            else:
+                why = f"empty never overwrites: {side}'s value fills the empty one"
         elif b[2] != side and b[1] is not None and t is not None and b[1] > t and hold is None:
+            note(prop, b[0], b[0], f"{side}'s first report is older than {b[2]}'s value")
             continue  # first report of this side is older than what we hold
+        note(prop, b[0], new, why)
         base[prop] = [new, t, side]
     if merged:
         out.actions.append("merge")

@@ -9,7 +9,9 @@ status and why it waits (parked for products, blocked after a dead letter, held
 while its flow is paused, retrying, a delete waiting); and per mapped property
 the agreed value, the side it came from and when, whether each side's last
 report and talkstream's last write to each side carry that value (the link keeps
-their hashes, not the values), and the writes in flight.
+their hashes, not the values), the writes in flight, and the link's recent
+decisions from ``talkstream.decisions`` (``schemas.decision``): what triggered
+each, what came of it, and per property the value before and after and why.
 """
 from __future__ import annotations
 
@@ -61,8 +63,8 @@ def waiting(link: dict) -> list[str]:
     return why
 
 
-def explain_link(link: dict) -> dict[str, Any]:
-    """One link, explained (JSON-ready)."""
+def explain_link(link: dict, recent: list[dict] | None = None) -> dict[str, Any]:
+    """One link, explained (JSON-ready), with its ``recent`` decision records."""
     properties = []
     for name, (value, at, side) in sorted((link.get("base") or {}).items()):
         agreed = h(value)
@@ -88,6 +90,7 @@ def explain_link(link: dict) -> dict[str, Any]:
                        "attempt": write.get("attempt")}
                       for command_id, write in (link.get("inflight") or {}).items()],
         "properties": properties,
+        "decisions": [{**record, "at": _when(record.get("at"))} for record in recent or []],
     }
 
 
@@ -123,6 +126,13 @@ def render(explained: list[dict], system: str, record_id: str):
                           "/".join(mark[prop["reported"][s]] for s in SIDES),
                           "/".join(mark[prop["written"][s]] for s in SIDES))
         out.append(table)
+        for record in link["decisions"]:
+            trigger = record.get("trigger") or {}
+            what = " ".join(str(trigger[k]) for k in ("kind", "side", "op", "version", "status") if trigger.get(k))
+            out.append(Text(f"  {record['at']}  {what}: {', '.join(record.get('outcome') or [])}"))
+            for change in record.get("changes") or []:
+                out.append(Text(f"    {change['property']}: {_short(change['old'])} -> {_short(change['new'])} "
+                                f"({change['why']})"))
     return out
 
 

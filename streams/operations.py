@@ -18,6 +18,7 @@ from connectors.common.kafka import (bootstrap_servers, ensure_topics, make_prod
 from connectors.common.watermarks import WATERMARK_TOPIC, WatermarkStore, watermark_key
 from schemas.change import ChangeEvent, change_topic
 from schemas.deadletter import DEADLETTER_TOPIC, DeadLetter
+from schemas.decision import DECISIONS_TOPIC
 from streams import flowmessages
 from streams.controls import CONTROLS_TOPIC, FlowControl
 from streams.mapping import Mapping
@@ -209,6 +210,16 @@ async def link_states(settings: Settings) -> dict[str, bytes | None]:
         if key is not None:
             latest[orjson.loads(key)] = value
     return latest
+
+
+async def decisions(settings: Settings, link_keys: set[str], last: int = 5) -> dict[str, list[dict]]:
+    """The ``last`` decision records (``schemas.decision``) of each of ``link_keys``, oldest first."""
+    found: dict[str, list[dict]] = {key: [] for key in link_keys}
+    wanted = {key.encode(): key for key in link_keys}
+    for _p, _o, key, value in await read_all(_bootstrap(settings), DECISIONS_TOPIC, timeout=120):
+        if key in wanted and value:
+            found[wanted[key]].append(orjson.loads(value))
+    return {key: records[-last:] for key, records in found.items()}
 
 
 async def status(settings: Settings, mapping: Mapping) -> dict[str, Any]:

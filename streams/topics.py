@@ -16,6 +16,7 @@ from connectors.common.watermarks import WATERMARK_TOPIC
 from schemas.change import change_topic
 from schemas.command import command_topic
 from schemas.deadletter import DEADLETTER_TOPIC
+from schemas.decision import DECISIONS_TOPIC
 from streams.mapping import Mapping
 from streams.controls import CONTROLS_TOPIC
 from streams.refs import REFS_TOPIC
@@ -37,7 +38,7 @@ def change_topics(mapping: Mapping) -> list[str]:
 
 
 def internal_topics(mapping: Mapping) -> list[str]:
-    return [FLOW_EVENTS, DEADLETTER_TOPIC, *[command_topic(s, e) for s, e in entities(mapping)]]
+    return [FLOW_EVENTS, DEADLETTER_TOPIC, DECISIONS_TOPIC, *[command_topic(s, e) for s, e in entities(mapping)]]
 
 
 def create_all(broker_url: str, mapping: Mapping, partitions: int, timeout: float = 30.0) -> None:

@@ -37,9 +37,11 @@ from connectors.common.kafka import bootstrap_servers, durability_configs
 from schemas.change import ChangeEvent
 from schemas.command import WriteCommand, WriteResult, command_members, command_topic, encode_command_batch
 from schemas.deadletter import DEADLETTER_TOPIC, DeadLetter
+from schemas.decision import DECISIONS_TOPIC
 from streams import controls as flowcontrols, engine, flowmessages, linkcodec, metrics
 from streams.app import app
 from streams.controlfollower import FlowControls
+from streams.decisions import decision_of
 from streams.mapping import load_mapping
 from streams.pacing import ReferencePacer
 from streams.refs import REFS_TOPIC, SharedRefs
@@ -65,6 +67,7 @@ def _raw_topic(*names: str, **kw):
 change_topics = _raw_topic(*change_topic_names(mapping))
 flow_events = _raw_topic(FLOW_EVENTS)
 deadletter_topic = _raw_topic(DEADLETTER_TOPIC)
+decisions_topic = _raw_topic(DECISIONS_TOPIC)
 command_topics = {pair: _raw_topic(command_topic(*pair)) for pair in ENTITIES}
 
 #: Each link as compact JSON bytes (``streams.linkcodec``): far less memory than the dict, and no
@@ -459,6 +462,9 @@ async def _handle_flow_message(key: str, message: dict, commands: list[WriteComm
     if kind in ("tick", "redrive") and state is None:
         return
     put_link(key, outcome.link)
+    record = decision_of(key, flow.id, kind, outcome, now=now, change=change, result=result)
+    if record is not None:
+        await decisions_topic.send(key=key.encode(), value=record)
     for source_id, target_id in outcome.refs:
         if product_refs.put(source_id, target_id):  # one message per new reference
             await refs_topic.send(key=f"c:{source_id}".encode(), value=target_id.encode())

@@ -1,6 +1,6 @@
-"""`talkstream explain`, from a process of its own that reads the links changelog: a linked
-order's ids, status and agreed values; and after an edit on each side between two polls, each
-property names the side its value came from."""
+"""`talkstream explain`, from a process of its own that reads the links changelog and the
+decision records: a linked order's ids, status and agreed values; and after an edit on each side
+between two polls, each property names the side its value came from, and the decisions say why."""
 from __future__ import annotations
 
 import json
@@ -45,8 +45,14 @@ def test_explain_shows_the_link_and_which_side_each_value_came_from(pipeline_fac
         return (props["Name"]["agreed"], props["YourReference"]["agreed"]) == \
             ("edited in Customcrm", "edited in Business NXT")
     wait_for(both_agreed, timeout=60, message="both edits agreed")
-    props = properties(explain(p, "customcrm", "order", crm_id)[0])
+    [link] = explain(p, "customcrm", "order", crm_id)
+    props = properties(link)
     assert props["Name"]["from"] == "customcrm" and props["YourReference"]["from"] == "businessnxt"
+    # and why: the link's recent decisions (talkstream.decisions)
+    whys = {(c["property"], c["new"]): c["why"] for record in link["decisions"] for c in record["changes"]}
+    assert whys[("Name", "edited in Customcrm")] == "customcrm changed it"
+    assert whys[("YourReference", "edited in Business NXT")] == "businessnxt changed it"
+    assert link["decisions"][0]["trigger"]["kind"] in ("change", "result")
     wait_for(lambda: all(properties(explain(p, "customcrm", "order", crm_id)[0])[name]["reported"]
                          == {"customcrm": True, "businessnxt": True} for name in ("Name", "YourReference")),
              timeout=60, message="both sides reported the agreed values")

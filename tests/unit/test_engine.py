@@ -151,6 +151,13 @@ def test_conflict_on_the_same_property_later_modification_wins(erp_later):
     assert "merge" in bn.actions
     winner = "erp" if erp_later else "crm"
     assert bn.link["base"]["Name"][0] == winner
+    # the decision says why (talkstream.decisions)
+    assert crm.changes == [{"property": "Name", "side": "customcrm", "old": "First order", "new": "crm",
+                            "why": "customcrm changed it"}]
+    name = [c for c in bn.changes if c["property"] == "Name"]
+    assert name == [{"property": "Name", "side": "businessnxt", "old": "crm", "new": winner,
+                     "why": "later change won a conflict: " + ("businessnxt's is newer than customcrm's" if erp_later
+                                                               else "customcrm's is newer than businessnxt's")}]
     sent = [(c.system, c.data.get("name", c.data.get("Name"))) for c in crm.commands + bn.commands]
     if erp_later:
         # Customcrm gets the ERP value ...
@@ -174,6 +181,8 @@ def test_empty_never_overwrites_non_empty_in_a_conflict():
     bn = handle_change(crm.link, ORDER, bnxt_order(T0 + timedelta(seconds=40), yourReference=""),
                        "order-order:ord_1", now=10, refs=REFS, policy=POLICY)
     assert bn.link["base"]["YourReference"][0] == "kept"
+    assert [c["why"] for c in bn.changes if c["property"] == "YourReference"] == \
+        ["empty never overwrites: businessnxt emptied it while customcrm changed it"]
 
 
 def test_order_with_unlinked_product_parks_then_syncs():
