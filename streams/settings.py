@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     customcrm_rate_limit: float = Field(default=9.0, gt=0, description="Customcrm requests per second (client side).")
     businessnxt_rate_limit: int = Field(default=540, gt=0, description="Business NXT requests per minute (client side).")
     webhook_upserts: bool = Field(default=True, description="Webhooks publish upserts too (not only deletes).")
+    decision_log: bool = Field(default=True, description="Publish a decision record (talkstream.decisions) for "
+                               "each link decision that writes, merges, parks, dead-letters or is held; "
+                               "`talkstream explain` shows them.")
     breaker_max_writes: int = Field(default=1000, ge=0, description="Circuit breaker: updates and deletes per "
                                     "flow and target system a worker sends within TALKSTREAM_BREAKER_WINDOW "
                                     "before the flow trips (is held until `talkstream flows resume`); 0: off.")

@@ -462,7 +462,8 @@ async def _handle_flow_message(key: str, message: dict, commands: list[WriteComm
     if kind in ("tick", "redrive") and state is None:
         return
     put_link(key, outcome.link)
-    record = decision_of(key, flow.id, kind, outcome, now=now, change=change, result=result)
+    record = (decision_of(key, flow.id, kind, outcome, now=now, change=change, result=result)
+              if settings.decision_log else None)
     if record is not None:
         await decisions_topic.send(key=key.encode(), value=record)
     for source_id, target_id in outcome.refs:
