@@ -45,3 +45,5 @@ def test_every_patch_has_a_purpose_and_the_off_switch_knows_them_all():
     assert patches.patches_off("") == frozenset() and "seek-safe-consuming" in names
     with pytest.raises(ValueError, match="no-such-patch"):
         patches.patches_off("no-such-patch")
+    with pytest.raises(ValueError, match="self-checks"):  # installed where the broker needs them, not switched
+        patches.patches_off("single-record-batches")
