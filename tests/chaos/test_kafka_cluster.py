@@ -3,8 +3,9 @@ nodes), every topic with three replicas and ``min.insync.replicas`` 2
 (``TALKSTREAM_REPLICATION_FACTOR=3``), RocksDB tables.
 
 - a broker, and in other runs the active controller and the worker group's coordinator, is
-  killed (``kill -9``) during the initial load and brought back at most 30 s later: the worker keeps running (it is never restarted) and
-  the load converges with no duplicate, no lost record and every property equal;
+  killed (``kill -9``) during the initial load and brought back at most 30 s later: the
+  worker keeps running (it is never restarted) and the load converges with no duplicate,
+  no lost record and every property equal;
 - a worker is killed during the load on this cluster and restarted on its RocksDB tables;
 - three workers share the partitions; one is stopped cleanly and one killed mid-load: the
   last one takes every partition over and finishes the load with no duplicate.
