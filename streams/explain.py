@@ -18,6 +18,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
+
 from streams import linkcodec
 from streams.engine import SIDES, h
 
@@ -26,11 +28,13 @@ def links_of(states: dict[str, bytes], system: str, record_id: str) -> list[dict
     """The link states (unpacked) whose ``system`` record is ``record_id``, or whose link key names it
     (``<flow>:<id>``, e.g. a product's SKU)."""
     found = []
+    wanted = orjson.dumps(record_id)[1:-1]  # the id as it appears in the stored JSON
     for key, value in states.items():
-        if not value:
+        named = key.split(":", 1)[-1] == record_id
+        if not value or not (named or wanted in value):  # only a link whose stored bytes name it is unpacked
             continue
         link = linkcodec.unpack(key, value)
-        if (link.get("ids") or {}).get(system) == record_id or key.split(":", 1)[-1] == record_id:
+        if named or (link.get("ids") or {}).get(system) == record_id:
             found.append(link)
     return sorted(found, key=lambda link: link["key"])
 
