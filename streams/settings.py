@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     web_port: int = Field(default=6066, description="Port of the worker's web server (webhooks, metrics).")
     web_host: str = Field(default="127.0.0.1", description="Bind address of the worker's web server.")
     web_enabled: bool = Field(default=True, description="Run the worker's web server.")
+    console_token: SecretStr | None = Field(
+        default=None, description="Turns the operator console (/console/ on the worker's web server) on: its API "
+        "answers only `Authorization: Bearer <this token>`. Unset: the console is off (`talkstream run` makes one "
+        "up and prints the address to open).")
 
     # --- Customcrm ------------------------------------------------------------------
     customcrm_url: str | None = Field(default=None, description="Customcrm base URL (before /api/v1).")

@@ -191,9 +191,23 @@ class Supervisor:
             args += ["-f", logfile]
         if not self.settings.web_enabled:
             args.append("--without-web")
+        console = self.console_address()
         child = self.spawn("worker", args)
         self.say(f"worker started (pid {child.pid})" + (f", log: {logfile}" if logfile else ""))
+        if console:
+            self.say(f"console: {console}  (open it in a browser; the token after # stays in the browser)")
         return child
+
+    def console_address(self) -> str | None:
+        """The console's address with its token (``#token=``, never sent to a server); makes the
+        token up when ``TALKSTREAM_CONSOLE_TOKEN`` is unset. None: no web server."""
+        s = self.settings
+        if not s.web_enabled:
+            return None
+        token = s.console_token.get_secret_value() if s.console_token else secrets.token_urlsafe(24)
+        self.env["TALKSTREAM_CONSOLE_TOKEN"] = token
+        host = "127.0.0.1" if s.web_host in ("0.0.0.0", "::", "") else s.web_host
+        return f"http://{host}:{s.web_port}/console/#token={token}"
 
     def _watch(self, worker: Child, stop_requested: dict, tty: bool) -> int | None:
         """Show progress until a stop is requested (None) or the worker dies (its exit code)."""

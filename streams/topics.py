@@ -19,6 +19,7 @@ from schemas.deadletter import DEADLETTER_TOPIC
 from schemas.decision import DECISIONS_TOPIC
 from streams.mapping import Mapping
 from streams.controls import CONTROLS_TOPIC
+from streams.flowstats import STATS_TOPIC, TOPIC_CONFIGS as STATS_CONFIGS
 from streams.refs import REFS_TOPIC
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ def create_all(broker_url: str, mapping: Mapping, partitions: int, timeout: floa
         await ensure_topics(bootstrap, [WATERMARK_TOPIC], partitions=1, compact=[WATERMARK_TOPIC])
         await ensure_topics(bootstrap, [REFS_TOPIC], partitions=partitions, compact=[REFS_TOPIC])
         await ensure_topics(bootstrap, [CONTROLS_TOPIC], partitions=1, compact=[CONTROLS_TOPIC])
+        await ensure_topics(bootstrap, [STATS_TOPIC], partitions=1, configs=STATS_CONFIGS)
 
     def target() -> None:
         try:

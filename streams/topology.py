@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import sys
 import time
 from collections import Counter
@@ -38,8 +40,10 @@ from schemas.change import ChangeEvent
 from schemas.command import WriteCommand, WriteResult, command_members, command_topic, encode_command_batch
 from schemas.deadletter import DEADLETTER_TOPIC, DeadLetter
 from schemas.decision import DECISIONS_TOPIC
-from streams import controls as flowcontrols, engine, flowmessages, linkcodec, metrics
+from streams import controls as flowcontrols, engine, flowmessages, flowstats, linkcodec, metrics
 from streams.app import app
+from streams.console import views as console_views
+from streams.console.data import Console, SystemRecords
 from streams.controlfollower import FlowControls
 from streams.decisions import decision_of
 from streams.mapping import load_mapping
@@ -68,6 +72,8 @@ change_topics = _raw_topic(*change_topic_names(mapping))
 flow_events = _raw_topic(FLOW_EVENTS)
 deadletter_topic = _raw_topic(DEADLETTER_TOPIC)
 decisions_topic = _raw_topic(DECISIONS_TOPIC)
+stats_topic = app.topic(flowstats.STATS_TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw",
+                        value_serializer="raw", partitions=1)
 command_topics = {pair: _raw_topic(command_topic(*pair)) for pair in ENTITIES}
 
 #: Each link as compact JSON bytes (``streams.linkcodec``): far less memory than the dict, and no
@@ -105,6 +111,10 @@ pacer = ReferencePacer(mapping, linked=lambda product: REFS.to_target(product) i
                        links_made=lambda: len(product_refs), bound=settings.reference_wait)
 runtime = Runtime(settings, ENTITIES, single_record_batches=_single_record_batches, pacer=pacer)
 app.service(runtime)
+
+#: This worker's change events and sync latencies per flow since its last sample (``streams.flowstats``).
+flow_counts = flowstats.FlowCounts()
+WORKER_NAME = f"{socket.gethostname()}-{os.getpid()}"
 
 POLICY = engine.Policy(park_timeout=settings.park_timeout, write_retry_max=settings.write_retry_max,
                        ack_timeout=settings.ack_timeout, settings=settings)
@@ -427,6 +437,8 @@ async def _handle_flow_message(key: str, message: dict, commands: list[WriteComm
         return
     now = time.time()
     state = get_link(key)
+    if kind == "change":
+        flow_counts.event(flow.id)
 
     def decide(state: dict | None) -> engine.Outcome:
         if kind == "change":
@@ -483,6 +495,7 @@ def _observe_result(flow_id: str, sent: dict | None, result: WriteResult, now: f
     if result.status == "ok":
         if sent and sent.get("src_t"):
             metrics.child(metrics.SYNC_LATENCY, flow_id).observe(max(0.0, now - sent["src_t"]))
+            flow_counts.synced(flow_id, max(0.0, now - sent["src_t"]))
 
 
 # --------------------------------------------------------------------------- sinks
@@ -625,6 +638,14 @@ async def watch_watermarks() -> None:
             poller.invalidate()
 
 
+@app.timer(interval=flowstats.STEP)
+async def publish_flow_counts() -> None:
+    """Every ``flowstats.STEP``: what this worker counted per flow, for the console's charts."""
+    sample = flow_counts.take(WORKER_NAME, time.time())
+    if sample is not None:
+        await stats_topic.send(key=sample[0], value=sample[1])
+
+
 # --------------------------------------------------------------------------- web
 
 
@@ -741,6 +762,10 @@ async def status_view(web: View, request: Request) -> Response:
     if request.query.get("memory"):
         status["state_memory"] = state_memory()
     return web.json(status)
+
+
+console_views.register(app, Console(settings, mapping, SystemRecords(runtime)),
+                       settings.console_token.get_secret_value() if settings.console_token else None)
 
 
 @app.page("/health")

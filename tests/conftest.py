@@ -1,8 +1,10 @@
 """Shared fixtures: the embedded broker and Apache Kafka (one each per test session) and helpers.
 
-Tests marked ``kafka`` need a real Apache Kafka (``java`` and ``mvn``): where those are
-missing they are skipped, with one line in the summary saying why, unless
-``TALKSTREAM_REQUIRE_KAFKA`` is set (``.ci/run`` sets it), which makes them fail.
+Tests marked ``kafka`` need a real Apache Kafka (``java`` and ``mvn``), tests marked
+``browser`` Debian's Chromium (``/usr/bin/chromium``) and Playwright for Python: where those
+are missing they are skipped, with one line in the summary saying why, unless
+``TALKSTREAM_REQUIRE_KAFKA`` or ``TALKSTREAM_REQUIRE_BROWSER`` is set (``.ci/run`` sets both),
+which makes them fail.
 
 Every process a fixture starts is stopped by its PID in the fixture's
 teardown, which also runs when the test fails.
@@ -15,25 +17,32 @@ import uuid
 import pytest
 
 from streams.embedded_broker import EmbeddedBroker
-from tests.support import REQUIRE_KAFKA, apache_kafka_missing, require_apache_kafka
+from tests.support import (REQUIRE_BROWSER, REQUIRE_KAFKA, apache_kafka_missing, browser_missing,
+                           require_apache_kafka)
+
+#: marker -> (why it cannot run here, the variable that makes that a failure, what is skipped)
+_NEEDS = {"kafka": (apache_kafka_missing, REQUIRE_KAFKA, "Apache Kafka profile"),
+          "browser": (browser_missing, REQUIRE_BROWSER, "browser tests")}
 
 
 def pytest_collection_modifyitems(config, items):
-    reason = apache_kafka_missing()
-    if reason is None or os.environ.get(REQUIRE_KAFKA):
-        return  # a missing Kafka then fails in the test (require_apache_kafka)
-    for item in items:
-        if item.get_closest_marker("kafka"):
-            item.add_marker(pytest.mark.skip(reason=reason))
+    for marker, (missing, required, _what) in _NEEDS.items():
+        reason = missing()
+        if reason is None or os.environ.get(required):
+            continue  # a missing part then fails in the test (require_apache_kafka, require_browser)
+        for item in items:
+            if item.get_closest_marker(marker):
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def pytest_terminal_summary(terminalreporter):
-    reason = apache_kafka_missing()
-    if reason and not os.environ.get(REQUIRE_KAFKA):
-        skipped = sum(reason in str(report.longrepr) for report in terminalreporter.stats.get("skipped", []))
-        if skipped:
-            terminalreporter.write_line(f"Apache Kafka profile skipped ({skipped} tests): {reason}; "
-                                        f"set {REQUIRE_KAFKA}=1 to make that a failure")
+    for missing, required, what in _NEEDS.values():
+        reason = missing()
+        if reason and not os.environ.get(required):
+            skipped = sum(reason in str(report.longrepr) for report in terminalreporter.stats.get("skipped", []))
+            if skipped:
+                terminalreporter.write_line(f"{what} skipped ({skipped} tests): {reason}; "
+                                            f"set {required}=1 to make that a failure")
 
 
 @pytest.fixture(scope="session")

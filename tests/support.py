@@ -63,3 +63,34 @@ def require_apache_kafka() -> None:
         if os.environ.get(REQUIRE_KAFKA):
             pytest.fail(f"{reason} ({REQUIRE_KAFKA} is set)", pytrace=False)
         pytest.skip(reason)
+
+
+#: Set (``.ci/run`` does) to make a missing Chromium a failure instead of a skip.
+REQUIRE_BROWSER = "TALKSTREAM_REQUIRE_BROWSER"
+#: Debian's Chromium (``apt-get install chromium``); Playwright drives it, never a browser of its own.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync", "--disable-quic"]
+
+
+def browser_missing() -> str | None:
+    """Why the browser tests cannot run here (Debian's Chromium or Playwright for Python missing), or None."""
+    if not os.path.exists(CHROMIUM):
+        return f"Chromium is not installed ({CHROMIUM}; apt-get install chromium)"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "Playwright for Python is not installed (pip install -e '.[dev]')"
+    return None
+
+
+def require_browser() -> None:
+    """Skip the calling test (fail it where ``TALKSTREAM_REQUIRE_BROWSER`` is set) when the browser
+    tests cannot run here."""
+    import pytest
+
+    reason = browser_missing()
+    if reason:
+        if os.environ.get(REQUIRE_BROWSER):
+            pytest.fail(f"{reason} ({REQUIRE_BROWSER} is set)", pytrace=False)
+        pytest.skip(reason)

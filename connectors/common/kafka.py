@@ -103,9 +103,11 @@ async def ensure_topics(
     partitions: int = 1,
     compact: Iterable[str] = (),
     replication: int | None = None,
+    configs: dict[str, str] | None = None,
 ) -> None:
     """Create the topics that do not exist yet (Tansu does not auto-create), with ``replication``
-    replicas (default: the process's ``set_replication_factor``)."""
+    replicas (default: the process's ``set_replication_factor``) and ``configs`` (every one of
+    ``names``)."""
     compact = set(compact)
     factor = replication or _replication_factor
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -118,7 +120,8 @@ async def ensure_topics(
                 num_partitions=partitions,
                 replication_factor=factor,
                 topic_configs={**durability_configs(factor),
-                               **({"cleanup.policy": "compact"} if name in compact else {})},
+                               **({"cleanup.policy": "compact"} if name in compact else {}),
+                               **(configs or {})},
             )
             for name in dict.fromkeys(names)
             if name not in existing
