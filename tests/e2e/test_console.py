@@ -139,6 +139,11 @@ def test_search_shows_the_linked_order_and_its_agreed_values(pipeline, page):
     assert row.locator("td.businessnxt").inner_text() == rows[0]["name"] == name
     assert section.locator("ol.decisions li").count() > 0 or "No decision" in section.inner_text()
     screenshot(page, "link")
+    # the same link, found by its Business NXT order number
+    page.fill("#search-id", str(order_no))
+    page.click("#search button")
+    page.locator(f'section.link[data-key="order-order:{crm_id}"]').wait_for(timeout=30_000)
+    assert page.locator("section.link").count() == 1
 
 
 def test_a_dead_letter_is_redriven_by_a_click_after_its_cause_is_fixed(pipeline, page):
@@ -152,6 +157,7 @@ def test_a_dead_letter_is_redriven_by_a_click_after_its_cause_is_fixed(pipeline,
         row = page.locator("#deadletters tbody tr", has_text=key)
         row.wait_for(timeout=90_000)
         assert "order-order" in row.inner_text()
+        row_id = row.get_attribute("data-id")
         row.locator("button.view").click()
         page.locator("#deadletter-body").wait_for()
         assert key in page.locator("#deadletter-body").inner_text()
@@ -163,6 +169,8 @@ def test_a_dead_letter_is_redriven_by_a_click_after_its_cause_is_fixed(pipeline,
     wait_for(lambda: order["Id"] in stamped(run(bnxt_all(pipeline, "order")), "customcrm:order:"), timeout=60,
              message="the re-driven order reached Business NXT")
     assert all(entry["link_key"] != key for entry in json.loads(pipeline.cli("deadletters", "--json").stdout))
+    # the action is in the worker's log, with what was done
+    assert f"console: re-drove 1 dead letter(s) (asked from 127.0.0.1): {row_id}" in pipeline.worker.output()
 
 
 def bnxt_name(p: Pipeline, crm_id: str) -> str:
@@ -185,6 +193,7 @@ def test_pause_holds_an_edit_and_resume_lets_it_through(pipeline, page):
              message="the page shows the flow paused")
     wait_for(lambda: worker_sees(pipeline, "paused"), timeout=30, message="the worker holds the flow")
     assert "console" in cell(page, "order-order", "why")
+    assert "console: pause flow order-order (asked from 127.0.0.1)" in pipeline.worker.output()
     screenshot(page, "paused")
 
     crm_update(pipeline, "orders", crm_id, {"Name": "Edited while paused"})
@@ -216,10 +225,26 @@ def test_a_wrong_token_shows_no_data_and_the_api_answers_401(pipeline, page):
     page.goto(url(pipeline, token="wrong-token"))
     page.locator("#login").wait_for(state="visible", timeout=30_000)
     assert page.locator("#content").is_hidden()
-    assert "refused" in page.locator("#login-why").inner_text()
+    assert "refused" in page.locator("#login-refused").inner_text()
+    assert "talkstream run" in page.locator("#login-why").inner_text()
     assert cell(page, "order-order", "links") == "…"  # no number reached the page
     screenshot(page, "wrong-token")
     # the right token, entered once in the form, opens it
     page.fill("#token-input", TOKEN)
     page.click("#token-form button")
     wait_for(lambda: cell(page, "order-order", "links") not in ("…", ""), timeout=30, message="the data")
+
+
+def test_no_secret_reaches_a_page_an_answer_or_the_log(pipeline):
+    base = f"http://127.0.0.1:{pipeline.web_port}"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    crm_id = sorted(stamped(run(bnxt_all(pipeline, "order")), "customcrm:order:"))[0]
+    bodies = [httpx.get(base + path, timeout=10).text
+              for path in ("/console/", "/console/link", "/console/deadletters", "/console/static/console.js")]
+    bodies += [httpx.get(base + path, headers=auth, timeout=60).text
+               for path in ("/console/api/flows", f"/console/api/links?id={crm_id}", "/console/api/deadletters")]
+    assert crm_id in bodies[-2]  # the record's links were answered
+    for secret in (harness.CRM_TOKEN, harness.CLIENT_SECRET, pipeline.webhook_key, TOKEN):
+        assert not any(secret in body for body in bodies), secret
+    # the console's token is the worker's secret too: in its environment, never in its log
+    assert TOKEN not in pipeline.worker.output()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 from tests.e2e.harness import bnxt_all, bnxt_update, crm_update, run, stamped, wait_for, wait_in_sync
@@ -26,6 +27,10 @@ def test_explain_shows_the_link_and_which_side_each_value_came_from(pipeline_fac
     wait_in_sync(p, timeout=120)
     crm_id, rows = sorted(stamped(run(bnxt_all(p, "order")), "customcrm:order:").items())[0]
     order_no = rows[0]["orderNo"]
+
+    # no TALKSTREAM_CONSOLE_TOKEN: the console is off, and says how to turn it on
+    off = httpx.get(f"http://127.0.0.1:{p.web_port}/console/api/flows", timeout=10)
+    assert off.status_code == 404 and "TALKSTREAM_CONSOLE_TOKEN" in off.json()["error"]
 
     [link] = explain(p, "customcrm", "order", crm_id)
     assert (link["flow"], link["key"], link["status"]) == ("order-order", f"order-order:{crm_id}", "linked")

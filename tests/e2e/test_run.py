@@ -82,6 +82,12 @@ def test_run_syncs_the_seeded_sandboxes_and_stops_cleanly(tmp_path, run_args, st
         assert max(map(len, table.stdout.splitlines())) <= 80, table.stdout
         assert re.search(rf"order-order +{SEED} +{SEED} ", table.stdout), table.stdout
         assert re.search(r"customcrm\.order +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d +\d+ (s|min)", table.stdout), table.stdout
+        # the console's address, with a token made up for this run: printed once, never logged
+        console = re.search(r"console: (http://\S+)/console/#token=(\S+)", output)
+        assert console and output.count(console.group(2)) == 1, output[-3000:]
+        answer = httpx.get(f"{console.group(1)}/console/api/flows", timeout=60,
+                           headers={"Authorization": f"Bearer {console.group(2)}"})
+        assert answer.json()["flows"]["order-order"]["linked"] == SEED
         broker_pid = int(re.search(r"(?:embedded broker|Apache Kafka \S+) listening on \S+ \(pid (\d+)", output)
                          .group(1))
         # the worker's link state, walked (a RocksDB store is read through the table's public interface)

@@ -35,10 +35,13 @@ function showError(message) {
   box.hidden = !message;
 }
 
-function askForToken(why) {
+function askForToken(refused) {
   document.getElementById("content").hidden = true;
   document.getElementById("login").hidden = false;
-  if (why) document.getElementById("login-why").textContent = why;
+  const box = document.getElementById("login-refused");
+  box.textContent = refused || "";
+  box.hidden = !refused;
+  document.getElementById("token-input").focus();
 }
 
 class Unauthorized extends Error {}
@@ -76,23 +79,43 @@ function show(value) {
   return typeof value === "object" ? JSON.stringify(value) : String(value);
 }
 
+// a value in a table cell: lines (a list of records) fold into "N lines", opened on a click
+function valueNode(value) {
+  if (Array.isArray(value) && value.length && typeof value[0] === "object") {
+    return el("details", {}, el("summary", { text: `${value.length} line${value.length === 1 ? "" : "s"}` }),
+      el("pre", { class: "lines", text: value.map((line) => JSON.stringify(line)).join("\n") }));
+  }
+  return show(value);
+}
+
 // ---------------------------------------------------------------- flows page
 
 function polyline(svg, points, value, stroke, top) {
   const ns = "http://www.w3.org/2000/svg";
-  const width = 300, height = 60, step = points.length > 1 ? width / (points.length - 1) : width;
+  const width = 300, step = points.length > 1 ? width / (points.length - 1) : width;
+  // the plot keeps y 12..48: the maximum's label above, the time axis below
   const coords = [];
   points.forEach((point, i) => {
     const v = value(point);
     if (v === null || v === undefined) return;
-    coords.push(`${(i * step).toFixed(1)},${(height - 2 - (v / top) * (height - 4)).toFixed(1)}`);
+    coords.push([i * step, 48 - (v / top) * 36]);
   });
   const line = document.createElementNS(ns, "polyline");
-  line.setAttribute("points", coords.join(" "));
+  line.setAttribute("points", coords.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(" "));
   line.setAttribute("fill", "none");
   line.setAttribute("stroke", stroke);
   line.setAttribute("stroke-width", "1.5");
   svg.append(line);
+  if (coords.length <= 30) {  // sparse values (a few steps with writes): a dot each, a lone one shows too
+    for (const [x, y] of coords) {
+      const dot = document.createElementNS(ns, "circle");
+      dot.setAttribute("cx", x.toFixed(1));
+      dot.setAttribute("cy", y.toFixed(1));
+      dot.setAttribute("r", "2");
+      dot.setAttribute("fill", stroke);
+      svg.append(dot);
+    }
+  }
 }
 
 function chart(svg, points, series) {
@@ -106,6 +129,25 @@ function chart(svg, points, series) {
   label.setAttribute("class", "axis");
   label.textContent = `max ${Math.round(top * 100) / 100}`;
   svg.append(label);
+  for (const [text, x, anchor] of [["15 min ago", 2, "start"], ["now", 298, "end"]]) {
+    const tick = document.createElementNS(ns, "text");
+    tick.setAttribute("x", String(x));
+    tick.setAttribute("y", "58");
+    tick.setAttribute("text-anchor", anchor);
+    tick.setAttribute("class", "axis");
+    tick.textContent = text;
+    svg.append(tick);
+  }
+  if (!values.length) {
+    const empty = document.createElementNS(ns, "text");
+    empty.setAttribute("x", "150");
+    empty.setAttribute("y", "34");
+    empty.setAttribute("text-anchor", "middle");
+    empty.setAttribute("class", "empty");
+    empty.textContent = "no write in the last 15 minutes";
+    svg.append(empty);
+    return;
+  }
   for (const [value, stroke] of series) polyline(svg, points, value, stroke, top);
 }
 
@@ -136,7 +178,8 @@ async function loadFlows() {
     }
   }
   document.querySelector("#pollers tbody").replaceChildren(...Object.entries(data.pollers || {}).map(
-    ([name, poll]) => el("tr", {}, el("td", {}, el("code", { text: name })), el("td", { text: poll.time || "not yet" }),
+    ([name, poll]) => el("tr", {}, el("td", {}, el("code", { text: name })),
+                         el("td", { text: poll.time ? when(poll.time) : "nothing read yet" }),
                          el("td", { text: age(poll.age_s) }))));
   document.querySelector("#lag tbody").replaceChildren(...Object.entries(data.lag || {}).map(
     ([topic, lag]) => el("tr", {}, el("td", {}, el("code", { text: topic })), el("td", { text: lag }))));
@@ -161,16 +204,20 @@ function linkSection(link) {
     const record = records[system];
     const field = (fields[property] || {})[system];
     if (!record) return records.errors && records.errors[system] ? "unavailable" : "-";
-    return field && field in record ? show(record[field]) : "-";
+    return field && field in record ? valueNode(record[field]) : "-";
+  };
+  const fieldNames = (property) => {
+    const f = fields[property] || {};
+    return `in Business NXT: ${f.businessnxt || "-"}`;
   };
   const mark = (flag) => (flag === true ? "same" : flag === false ? "differs" : "-");
   const rows = link.properties.map((p) => el("tr", { "data-property": p.property },
-    el("th", { scope: "row" }, el("code", { text: p.property })),
-    el("td", { class: "agreed", text: show(p.agreed) }),
+    el("th", { scope: "row" }, el("code", { text: p.property }), el("div", { class: "fields", text: fieldNames(p.property) })),
+    el("td", { class: "agreed" }, valueNode(p.agreed)),
     el("td", { text: p.from || "-" }),
-    el("td", { text: p.at ? when(p.at) : "-" }),
-    el("td", { class: "customcrm", text: current("customcrm", p.property) }),
-    el("td", { class: "businessnxt", text: current("businessnxt", p.property) }),
+    el("td", { class: "when", text: p.at ? when(p.at) : "-" }),
+    el("td", { class: "customcrm" }, current("customcrm", p.property)),
+    el("td", { class: "businessnxt" }, current("businessnxt", p.property)),
     el("td", { text: `${mark(p.reported.customcrm)} / ${mark(p.reported.businessnxt)}` })));
   const decisions = (link.decisions || []).slice().reverse().map((d) => {
     const t = d.trigger || {};
@@ -190,8 +237,15 @@ function linkSection(link) {
     link.in_flight.length ? el("p", { text: `Writes in flight: ${link.in_flight.map((w) => `${w.op} to ${w.to}`).join(", ")}` }) : null,
     Object.values(records.errors || {}).map((e) => el("p", { class: "warning", text: e })),
     el("table", { class: "properties" },
-      el("thead", {}, el("tr", {}, ["Property", "Agreed value", "Came from", "When", "Customcrm now",
-        "Business NXT now", "Reported c / b"].map((h) => el("th", { text: h })))),
+      el("thead", {}, el("tr", {}, [
+        ["Property", "the Customcrm name of the mapped property"],
+        ["Agreed value", "the value both sides are brought to"],
+        ["Came from", "the side whose change set the agreed value"],
+        ["Agreed at", "when that change was decided"],
+        ["Customcrm now", "read from Customcrm just now"],
+        ["Business NXT now", "read from Business NXT just now"],
+        ["Reported", "whether Customcrm's / Business NXT's last report to talkstream carried the agreed value"],
+      ].map(([h, title]) => el("th", { text: h, title })))),
       el("tbody", {}, rows)),
     el("h3", { text: "Recent decisions" }),
     decisions.length ? el("ol", { class: "decisions" }, decisions) : el("p", { text: "No decision recorded yet." }));
@@ -221,9 +275,10 @@ async function loadDeadLetters() {
   document.querySelector("#deadletters tbody").replaceChildren(...(entries.length ? entries.map((d) =>
     el("tr", { "data-id": d.id },
       el("td", { text: when(d.failed_at) }), el("td", { text: d.flow || "-" }),
-      el("td", {}, el("code", { text: d.record || "-" })), el("td", { text: d.stage }),
+      el("td", {}, d.record ? el("a", { href: `/console/link?id=${encodeURIComponent(d.record.split(":").pop())}` },
+        el("code", { text: d.record })) : "-"), el("td", { text: d.stage }),
       el("td", { text: d.attempts }), el("td", { class: "reason", text: d.reason }),
-      el("td", {}, el("button", { class: "view", "data-id": d.id, text: "View" }), " ",
+      el("td", { class: "actions" }, el("button", { class: "view", "data-id": d.id, text: "View" }), " ",
         el("button", { class: "redrive", "data-id": d.id, text: "Re-drive" }))))
     : [el("tr", {}, el("td", { colspan: 7, text: "No dead letter waits." }))]));
 }
