@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas import codec
 from schemas.change import utcnow
@@ -59,11 +59,11 @@ class WriteCommand(BaseModel):
     entity: str
     op: Literal["create", "update", "delete"]
     target_id: str | None = Field(default=None, description="Id of the record to update/delete.")
-    if_version: int | None = Field(default=None, description="Customcrm optimistic concurrency.")
     expected_version: str | None = Field(
         default=None,
-        description="Businessnxt optimistic concurrency: the record's version (UTC change time) the write "
-        "was derived from; a record changed since is not overwritten (result status conflict).")
+        description="Optimistic concurrency: the target record's version the write was derived from (Customcrm: "
+        "its Version, sent as If-Match; Businessnxt: its UTC change time); a record changed since is not "
+        "overwritten (result status conflict).")
     idempotency_key: str | None = Field(
         default=None,
         description="Customcrm Idempotency-Key of a create; for Businessnxt the origin stamp "
@@ -76,6 +76,18 @@ class WriteCommand(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
     attempt: int = 1
     created_at: datetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_concurrency_field(cls, data: Any) -> Any:
+        """A command an earlier talkstream wrote carried Customcrm's version as ``if_version``: read it as
+        ``expected_version`` (commands still on their topic during an upgrade)."""
+        if isinstance(data, dict) and "if_version" in data:
+            data = dict(data)
+            legacy = data.pop("if_version")
+            if legacy is not None and data.get("expected_version") is None:
+                data["expected_version"] = str(legacy)
+        return data
 
     def to_bytes(self) -> bytes:
         # pydantic's own JSON: the same document as model_dump(mode="json") encoded, at half the cost

@@ -3,7 +3,7 @@
 This module owns rendering the dataflow QA checklist as reStructuredText,
 with every property table filled from the mapping (``schemas/mapping.json``
 via :mod:`streams.mapping`), so the checklist and the running system can never
-disagree. The format follows ``dataflow-mapping.md``: a title, a
+disagree. The format follows ``docs/mapping.md``: a title, a
 ``Generated: <timestamp>`` line, an introduction, then per flow a section
 ``Customcrm <Entity> to Businessnxt <Entity>`` with the checklist's sentences
 and a ``.. list-table::`` of the mapped properties (one row per property, line
@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import re
 import textwrap
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from streams.mapping import Flow, Mapping, load_mapping
+from streams.mapping import Flow, Mapping, Property, load_mapping
 
 __all__ = [
     "DOCUMENT_TITLE",
@@ -29,6 +30,8 @@ __all__ = [
     "flow_title",
     "flow_sentences",
     "table_header",
+    "table_rows",
+    "TableRow",
 ]
 
 DOCUMENT_TITLE = "Customcrm to Businessnxt Dataflow"
@@ -106,7 +109,7 @@ def _flow_section(flow: Flow) -> list[str]:
         lines += [_text(sentence), ""]
     lines += [".. list-table::", "   :header-rows: 1", ""]
     lines += _row(table_header(flow))
-    rows = flow.table_rows()
+    rows = table_rows(flow)
     for row in rows:
         lines += _row([row.source, row.target, row.type])
     lines.append("")
@@ -135,3 +138,55 @@ def render_dataflow_rst(mapping: Mapping, generated_at: datetime) -> str:
 def render_default(path: str | Path | None = None, now: datetime | None = None) -> str:
     """Render the document for a mapping file (default: the packaged one), stamped now (UTC)."""
     return render_dataflow_rst(load_mapping(path), now or datetime.now(timezone.utc))
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One row of a flow's property table, as the dataflow document shows it."""
+
+    source: str  # e.g. "Name", "Lines[].LineNo", "(setting)"
+    target: str  # e.g. "name", "orderLines[].lineNo"
+    type: str  # the "Businessnxt Data Type" column
+    notes: tuple[str, ...] = ()
+
+
+def table_rows(flow: Flow) -> list[TableRow]:
+    """The rows of a flow's property table (the dataflow document)."""
+    rows: list[TableRow] = []
+    for prop in flow.properties:
+        if prop.is_lines:
+            for item in prop.items or []:
+                rows.append(
+                    TableRow(
+                        f"{prop.source}[].{item.source}",
+                        f"{prop.target}[].{item.target}",
+                        item.type,
+                        _row_notes(flow, item, line_key=item.source == prop.key),
+                    )
+                )
+        else:
+            rows.append(
+                TableRow(
+                    prop.source if prop.source is not None else "(setting)",
+                    prop.target,
+                    prop.type,
+                    _row_notes(flow, prop),
+                )
+            )
+    return rows
+
+def _row_notes(flow: Flow, prop: Property, *, line_key: bool = False) -> tuple[str, ...]:
+    notes = []
+    if flow.match and prop.source == flow.match.source and prop.setting is None:
+        notes.append("match key")
+    if line_key:
+        notes.append("line key")
+    if prop.setting is not None:
+        notes.append(f"from the setting {prop.setting}")
+    if prop.direction == "create_only":
+        notes.append("create only")
+    elif prop.direction == "to_target":
+        notes.append("to Businessnxt only")
+    if prop.note:
+        notes.append(prop.note)
+    return tuple(notes)

@@ -39,7 +39,7 @@ from schemas.change import ChangeEvent
 from schemas.command import WriteCommand, WriteResult
 from schemas.deadletter import DeadLetter
 from streams.mapping import Flow, MappingError, MissingReferences, RefResolver, is_empty
-from streams.routing import is_target_origin
+from streams.linkkeys import is_target_origin
 
 SOURCE = "customcrm"
 TARGET = "businessnxt"
@@ -117,10 +117,6 @@ _h_scalar = lru_cache(maxsize=16384, typed=True)(_h)  # typed: 1, 1.0 and True h
 
 def other(side: str) -> str:
     return TARGET if side == SOURCE else SOURCE
-
-
-def link_key(flow_id: str, ident: str) -> str:
-    return f"{flow_id}:{ident}"
 
 
 def new_link(flow_id: str, key: str) -> dict:
@@ -830,10 +826,9 @@ def _update(out: Outcome, flow: Flow, side: str, now: float, refs: RefResolver |
     seen = link["seen"][side]
     if seen is not None:
         # optimistic concurrency: never overwrite an edit made after the one this write comes from
-        if side == TARGET:
+        # (a Customcrm version is its Version number)
+        if side == TARGET or seen.isdigit():
             extra["expected_version"] = seen
-        elif seen.isdigit():
-            extra["if_version"] = int(seen)
     cmd = _command(link, flow, side, "update", data, policy, **extra)
     out.commands.append(cmd)
     link["inflight"][cmd.command_id] = {"side": side, "op": "update", "props": needs, "at": now,

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from streams import linkcodec
+from streams.linkkeys import ident_of
 from streams.engine import SIDES, h
 
 
@@ -30,7 +31,7 @@ def links_of(states: dict[str, bytes], system: str, record_id: str) -> list[dict
     found = []
     wanted = orjson.dumps(record_id)[1:-1]  # the id as it appears in the stored JSON
     for key, value in states.items():
-        named = key.split(":", 1)[-1] == record_id
+        named = ident_of(key) == record_id
         if not value or not (named or wanted in value):  # only a link whose stored bytes name it is unpacked
             continue
         link = linkcodec.unpack(key, value)

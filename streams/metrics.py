@@ -11,6 +11,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from schemas.deadletter import DEADLETTER_TOPIC
+
 
 REGISTRY = CollectorRegistry()
 
@@ -67,3 +69,9 @@ def record_actions(flow: str, actions: list[str]) -> None:
             child(MERGES, flow).inc()
         elif action == "park":
             child(PARKED, flow).inc()
+
+
+def count_dead_letter(entry) -> None:
+    """A dead letter published (``connectors.common.deadletters``), by its stage."""
+    child(DEADLETTERS, entry.stage).inc()
+    child(EVENTS_OUT, DEADLETTER_TOPIC).inc()

@@ -24,21 +24,8 @@ record of one flow, the same string object the links table holds.
 from __future__ import annotations
 
 from schemas.change import ChangeEvent
+from streams.linkkeys import flow_of, link_key, target_origin_key
 from streams.mapping import Flow, Mapping
-
-
-#: The link key of a Business NXT record that creates its Customcrm record (``create_in_source``)
-#: is ``<flow>:@businessnxt:<key>`` until the Customcrm record exists; a Customcrm id never
-#: starts with ``@``.
-TARGET_ORIGIN = "@businessnxt:"
-
-
-def target_origin_key(flow_id: str, target_id: str) -> str:
-    return f"{flow_id}:{TARGET_ORIGIN}{target_id}"
-
-
-def is_target_origin(link_key: str) -> bool:
-    return link_key.partition(":")[2].startswith(TARGET_ORIGIN)
 
 
 def route_key(event: ChangeEvent) -> str:
@@ -58,7 +45,7 @@ def known_routes(stored: str | list[str] | dict[str, str] | None) -> dict[str, s
     versions stored)."""
     if stored is None or isinstance(stored, dict):
         return stored
-    return {key.split(":", 1)[0]: key for key in ([stored] if isinstance(stored, str) else stored)}
+    return {flow_of(key): key for key in ([stored] if isinstance(stored, str) else stored)}
 
 
 def route(mapping: Mapping, event: ChangeEvent, known: dict[str, str] | None
@@ -75,17 +62,17 @@ def route(mapping: Mapping, event: ChangeEvent, known: dict[str, str] | None
                 key = known.get(flow.id)
                 if key is None:
                     value = flow.match_value("source", data)
-                    key = f"{flow.id}:{value}" if value else None
+                    key = link_key(flow.id, value) if value else None
                     if key:
                         remembered[flow.id] = key
             else:
-                key = f"{flow.id}:{event.id}"
+                key = link_key(flow.id, event.id)
         else:
             if flow.origin is not None:
                 stamp = data.get(flow.origin.field) if data else None
                 source_id = flow.parse_origin(stamp)
                 if source_id:
-                    key = f"{flow.id}:{source_id}"
+                    key = link_key(flow.id, source_id)
                     if known.get(flow.id) != key:
                         remembered[flow.id] = key
                 else:
@@ -95,7 +82,7 @@ def route(mapping: Mapping, event: ChangeEvent, known: dict[str, str] | None
                         key = target_origin_key(flow.id, event.id)
                         remembered[flow.id] = key
             elif flow.match is not None:
-                key = f"{flow.id}:{event.id}"
+                key = link_key(flow.id, event.id)
         if key:
             routes.append((flow, key))
     return routes, (remembered if remembered != known else None)

@@ -17,12 +17,13 @@ from connectors.businessnxt.client import BusinessnxtClient
 from connectors.businessnxt.poller import BusinessnxtPoller
 from connectors.businessnxt.webhook import WebhookReceiver
 from connectors.businessnxt.writer import BusinessnxtWriter
+from connectors.common.deadletters import DeadLetters, acked_send
 from connectors.common.kafka import KafkaPublisher, bootstrap_servers, make_producer
 from connectors.common.watermarks import WatermarkStore
 from connectors.customcrm.client import CustomcrmClient
 from connectors.customcrm.poller import CustomcrmPoller
 from connectors.customcrm.writer import CustomcrmWriter
-from schemas.deadletter import DEADLETTER_TOPIC, DeadLetter
+from streams import metrics
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,22 +31,6 @@ log = logging.getLogger(__name__)
 
 class ConfigurationError(RuntimeError):
     pass
-
-
-class DeadLetterPublisher:
-    """Publishes dead letters to ``talkstream.deadletters`` (acknowledged by the broker)."""
-
-    def __init__(self, producer):
-        self.producer = producer
-
-    async def publish(self, entry: DeadLetter) -> None:
-        from streams.metrics import DEADLETTERS
-
-        log.warning("dead letter (%s %s %s): %s", entry.stage, entry.flow or entry.system, entry.record_id
-                    or entry.link_key, entry.reason)
-        DEADLETTERS.labels(entry.stage).inc()
-        key = (entry.link_key or entry.record_id or entry.id).encode()
-        await (await self.producer.send(DEADLETTER_TOPIC, entry.to_bytes(), key=key))
 
 
 def _require(value: Any, name: str) -> Any:
@@ -70,7 +55,7 @@ class Runtime(Service):
         self.pollers: dict[tuple[str, str], Any] = {}
         self.webhook: WebhookReceiver | None = None
         self.producer = None
-        self.deadletters: DeadLetterPublisher | None = None
+        self.deadletters: DeadLetters | None = None
         self.ready = asyncio.Event()  # set once everything is built
 
     async def on_start(self) -> None:
@@ -80,7 +65,7 @@ class Runtime(Service):
         self.producer = make_producer(bootstrap, single_record_batches=self.single_record_batches())
         await self.producer.start()
         publisher = KafkaPublisher(self.producer)
-        self.deadletters = DeadLetterPublisher(self.producer)
+        self.deadletters = DeadLetters(acked_send(self.producer), counted=metrics.count_dead_letter)
         watermarks = self.watermarks = WatermarkStore(bootstrap, self.producer)
         await watermarks.ensure()
 

@@ -1,6 +1,6 @@
 """talkstream's configuration: environment variables read with pydantic-settings.
 
-The variable names are a contract (ARCHITECTURE.md section 7). Secrets are
+The variable names are a contract (README.md, Configuration). Secrets are
 ``SecretStr``: they never show up in a repr, a log line or on a topic.
 """
 from __future__ import annotations

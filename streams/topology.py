@@ -35,6 +35,7 @@ import orjson
 from faust.web import Request, Response, View
 
 from connectors.common.patches import faust_fixes
+from connectors.common.deadletters import DeadLetters
 from connectors.common.kafka import bootstrap_servers, durability_configs
 from schemas.change import ChangeEvent
 from schemas.command import WriteCommand, WriteResult, command_members, command_topic, encode_command_batch
@@ -46,6 +47,7 @@ from streams.console import views as console_views
 from streams.console.data import Console, SystemRecords
 from streams.controlfollower import FlowControls
 from streams.decisions import decision_of
+from streams.linkkeys import flow_of
 from streams.mapping import load_mapping
 from streams.pacing import ReferencePacer
 from streams.refs import REFS_TOPIC, SharedRefs
@@ -320,12 +322,10 @@ def _share_link_keys() -> None:
             stored[rkey] = [sys.intern(key) for key in value]
 
 
-async def _dead_letter(entry: DeadLetter) -> None:
-    metrics.DEADLETTERS.labels(entry.stage).inc()
-    metrics.EVENTS_OUT.labels(DEADLETTER_TOPIC).inc()
-    log.warning("dead letter [%s] %s: %s", entry.stage, entry.link_key or entry.record_id, entry.reason)
-    await deadletter_topic.send(key=(entry.link_key or entry.record_id or entry.id).encode(),
-                                value=entry.to_bytes())
+#: The agents' dead letters, through Faust's producer (flushed before their offsets are committed).
+_dead_letters = DeadLetters(lambda key, value: deadletter_topic.send(key=key, value=value),
+                            counted=metrics.count_dead_letter)
+_dead_letter = _dead_letters.publish
 
 
 async def send_batched(messages: list[tuple[str, dict]]) -> None:
@@ -576,7 +576,7 @@ async def wake_links() -> None:
             if product not in known:
                 known[product] = REFS.to_target(product) is not None
             return known[product]
-    ticks = [(key, {"kind": "tick", "flow": key.split(":", 1)[0]}) for key in schedule.due(now, linked, fresh)]
+    ticks = [(key, {"kind": "tick", "flow": flow_of(key)}) for key in schedule.due(now, linked, fresh)]
     for flow_id in [flow_id for flow_id in resumed if flow_id not in POLICY.held_flows]:
         resumed.discard(flow_id)
         # one tick each: the write with the latest agreed values; the operator who resumed the

@@ -2,7 +2,7 @@
 
 - ``sandbox`` / ``sandbox_store`` / ``filters`` / ``schema``: the simulated ERP
   (a real graphql-core server on Starlette) that follows
-  ``contracts/businessnxt-api.md``.
+  ``docs/contracts/businessnxt-api.md``.
 - ``client``: async GraphQL client (OAuth2 client credentials, retries, limits).
 - ``timezones``: server-local naive timestamps <-> UTC.
 - ``poller``: incremental reads into ``businessnxt.<entity>.changes``.

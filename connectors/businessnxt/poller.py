@@ -29,7 +29,8 @@ from datetime import timedelta
 from typing import Any
 
 from connectors.businessnxt.client import MAX_PAGE, BusinessnxtClient, table_fields
-from connectors.businessnxt.outputs import DeadLetterSink, dead_letter, publish_events
+from connectors.businessnxt.outputs import publish_events
+from connectors.common.deadletters import DeadLetterSink, publish_all
 from connectors.businessnxt.records import InvalidRow, record_version, to_event, validate_row
 from connectors.businessnxt.schema import TABLES
 from connectors.businessnxt.timezones import format_local, normalize_local, parse_local
@@ -201,7 +202,7 @@ class BusinessnxtPoller:
     async def _commit(self, events: list[ChangeEvent], letters: list[DeadLetter], new_wm: dict[str, Any]) -> None:
         """Publish, then (only after the broker's ack) save the watermark."""
         await publish_events(self.publisher, events, self.topic)
-        await dead_letter(self.dead_letters, letters)
+        await publish_all(self.dead_letters, letters)
         if new_wm != self._wm:
             await self.watermarks.save(self.key, new_wm)
         self._wm = new_wm

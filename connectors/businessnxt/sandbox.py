@@ -1,5 +1,5 @@
 """The Businessnxt sandbox: a real GraphQL server (graphql-core + Starlette)
-following ``contracts/businessnxt-api.md``.
+following ``docs/contracts/businessnxt-api.md``.
 
 Serves ``/api/graphql-service`` and ``/api/graphql`` (single requests and
 batches of up to 32), the OAuth2 client-credentials endpoint

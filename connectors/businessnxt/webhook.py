@@ -24,7 +24,8 @@ from typing import Any
 import orjson
 
 from connectors.businessnxt.client import BusinessnxtClient, table_fields
-from connectors.businessnxt.outputs import DeadLetterSink, dead_letter, publish_events
+from connectors.businessnxt.outputs import publish_events
+from connectors.common.deadletters import DeadLetterSink, publish_all
 from connectors.businessnxt.records import InvalidRow, KEY_FIELD, to_event, tombstone
 from connectors.businessnxt.timezones import parse_utc, utc_version
 from connectors.common.errors import ApiError
@@ -90,7 +91,7 @@ class WebhookReceiver:
             events = payload if isinstance(payload, list) else [payload]
             plans = [plan(e) for e in events]
         except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            await dead_letter(self.dead_letters, [DeadLetter(
+            await publish_all(self.dead_letters, [DeadLetter(
                 stage="webhook", system="businessnxt", reason=f"unparseable webhook payload: {exc}",
                 error_type="unparseable_payload", payload=raw_body.decode(errors="replace"))])
             return 400, {"error": "unparseable payload"}
@@ -139,7 +140,7 @@ class WebhookReceiver:
         try:
             for entity, evs in by_entity.items():
                 await publish_events(self.publisher, evs, self.topics.get(entity) or change_topic("businessnxt", entity))
-            await dead_letter(self.dead_letters, letters)
+            await publish_all(self.dead_letters, letters)
         except Exception as exc:  # broker trouble: let the sender retry
             log.warning("businessnxt webhook: publishing failed, sender will retry: %s", type(exc).__name__)
             return 503, {"error": "publish failed"}

@@ -1,5 +1,5 @@
 """Customcrm connector: contract models, the sandbox system, the HTTP client,
-the change-feed poller and the bulk writer (see ``contracts/customcrm-api.md``).
+the change-feed poller and the bulk writer (see ``docs/contracts/customcrm-api.md``).
 
 Entity names (``order``, ``product``, ``user``) map to REST resources
 (``orders``, ``products``, ``users``) through :data:`RESOURCES`.

@@ -1,4 +1,4 @@
-"""Async HTTP client of the Customcrm REST API (``contracts/customcrm-api.md``).
+"""Async HTTP client of the Customcrm REST API (``docs/contracts/customcrm-api.md``).
 
 Owns the transport concerns: bearer auth (the token is never logged or put
 in an error), a client-side rate limit (``aiolimiter``) so a healthy run

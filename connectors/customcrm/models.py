@@ -1,6 +1,6 @@
 """Pydantic models of the Customcrm records (Product, Order, OrderLine, User).
 
-Two layers per resource, both straight from ``contracts/customcrm-api.md``:
+Two layers per resource, both straight from ``docs/contracts/customcrm-api.md``:
 
 - ``<X>Data``: the writable properties. ``extra="forbid"`` (an unknown
   property is a validation error) and strict types (``"5"`` is not an int).

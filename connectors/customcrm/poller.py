@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol, Sequence
 
+from connectors.common.deadletters import DeadLetterSink, publish_all
 from connectors.common.watermarks import WatermarkStore, watermark_key
 from connectors.customcrm import resource_of
 from connectors.customcrm.models import validate_record
@@ -40,10 +41,6 @@ SYSTEM = "customcrm"
 
 class Publisher(Protocol):
     async def publish(self, events: Sequence[ChangeEvent], **kw: Any) -> None: ...
-
-
-class DeadLetterSink(Protocol):
-    async def publish(self, entry: DeadLetter) -> None: ...
 
 
 class Pacer(Protocol):
@@ -262,7 +259,4 @@ class CustomcrmPoller:
             stage="poll", system=SYSTEM, entity=self.entity, record_id=bad.record_id,
             reason=bad.reason, error_type="validation_error", payload=bad.record,
         )
-        if self.dead_letters is None:
-            log.warning("dead letter without a sink: %s", bad.reason)
-            return
-        await self.dead_letters.publish(entry)
+        await publish_all(self.dead_letters, [entry])

@@ -1,4 +1,4 @@
-"""The Customcrm sandbox: an in-memory Customcrm serving ``contracts/customcrm-api.md``.
+"""The Customcrm sandbox: an in-memory Customcrm serving ``docs/contracts/customcrm-api.md``.
 
 ``create_app()`` builds the Starlette app (state in ``app.state.sandbox``, a
 :class:`Sandbox`); ``run()`` serves it in the foreground (CLI). The record

@@ -6,9 +6,10 @@ relative order) into bulk requests of at most 100 operations. A create carries
 ``command.idempotency_key`` (or, when it has none, the deterministic
 ``command_id``) as its idempotency key, so re-sending a bulk request whose
 outcome is unknown (timeout after the server committed) never creates a
-second record. An update/delete carries ``command.if_version``; an update
-answered ``412`` whose values the record already holds (our own earlier
-attempt committed but its answer was lost) is reported ``ok``, not ``conflict``.
+second record. An update/delete carries ``command.expected_version`` as its
+``if_version`` (If-Match); an update answered ``412`` whose values the record
+already holds (our own earlier attempt committed but its answer was lost) is
+reported ``ok``, not ``conflict``.
 
 Pure parts: :func:`operation_of` (command -> bulk operation) and
 :func:`result_of` (bulk result -> WriteResult status: ok / retryable /
@@ -49,8 +50,13 @@ def operation_of(command: WriteCommand) -> dict:
     if not command.target_id:
         raise ValueError(f"command {command.command_id}: {command.op} needs a target_id")
     if command.op == "update":
-        return {"op": "update", "id": command.target_id, "if_version": command.if_version, "data": command.data}
-    return {"op": "delete", "id": command.target_id, "if_version": command.if_version}
+        return {"op": "update", "id": command.target_id, "if_version": _if_version(command), "data": command.data}
+    return {"op": "delete", "id": command.target_id, "if_version": _if_version(command)}
+
+
+def _if_version(command: WriteCommand) -> int | None:
+    """Customcrm's If-Match: the record's Version the write was derived from."""
+    return int(command.expected_version) if command.expected_version else None
 
 
 def describe(command: WriteCommand) -> str:

@@ -7,6 +7,7 @@ import sys
 import docutils.core
 import docutils.nodes
 
+from streams.docs import table_rows
 from streams.mapping import load_mapping
 
 CLI = [sys.executable, "-m", "streams.cli"]
@@ -32,7 +33,7 @@ def test_docs_command_prints_the_checklist_filled_from_the_mapping():
                 for row in table.findall(docutils.nodes.row)]
         assert rows[0] == [f"Customcrm {flow.source.label} Property", f"Businessnxt {flow.target.label} Property",
                            "Businessnxt Data Type"]
-        expected = [[r.source, r.target, r.type] for r in flow.table_rows()]
+        expected = [[r.source, r.target, r.type] for r in table_rows(flow)]
         assert rows[1:] == expected
 
 

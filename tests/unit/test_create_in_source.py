@@ -12,7 +12,8 @@ from schemas.change import ChangeEvent
 from streams import engine
 from streams.engine import handle_change, handle_result, handle_tick
 from streams.mapping import parse_mapping
-from streams.routing import is_target_origin, route, target_origin_key
+from streams.linkkeys import is_target_origin, target_origin_key
+from streams.routing import route
 from tests.unit.test_engine import MAPPING, POLICY, REFS, T0, bnxt_order, crm_order, ok
 from tests.unit.test_mapping import MAPPING_FILE
 

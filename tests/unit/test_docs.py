@@ -1,7 +1,7 @@
 """Unit tests of the dataflow document renderer (streams/docs.py).
 
 The rendered reStructuredText is parsed with docutils (any warning fails the
-test) and checked against the checklist format of dataflow-mapping.md and
+test) and checked against the checklist format of docs/mapping.md and
 against the mapping's properties.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ docutils_core = pytest.importorskip("docutils.core", reason="docutils is in the 
 from docutils import nodes  # noqa: E402
 from docutils.utils import SystemMessage  # noqa: E402
 
-from streams.docs import DOCUMENT_TITLE, render_dataflow_rst, render_default  # noqa: E402
+from streams.docs import DOCUMENT_TITLE, render_dataflow_rst, render_default, table_rows as flow_rows  # noqa: E402
 from streams.mapping import load_mapping, parse_mapping  # noqa: E402
 
 GENERATED_AT = datetime(2026, 11, 25, 18, 30, 5, tzinfo=timezone.utc)
@@ -116,11 +116,11 @@ def test_list_table_header_and_rows_equal_the_mapping(mapping, doctree, index):
     assert len(tables) == 1
     header, body = table_rows(tables[0])
     assert header == [f"Customcrm {src} Property", f"Businessnxt {tgt} Property", "Businessnxt Data Type"]
-    assert body == [[r.source, r.target, r.type] for r in flow.table_rows()]
+    assert body == [[r.source, r.target, r.type] for r in flow_rows(flow)]
 
 
 def test_rows_are_the_contract_rows(doctree):
-    # spot checks against dataflow-mapping.md, independent of the mapping API
+    # spot checks against docs/mapping.md, independent of the mapping API
     bodies = [table_rows(next(iter(s.findall(nodes.table))))[1] for s in top_sections(doctree)]
     assert len(bodies[0]) == 11 and len(bodies[1]) == 6 and len(bodies[2]) == 5
     assert ["Lines[].UnitPrice", "orderLines[].priceInCurrency", "Decimal"] in bodies[0]

@@ -1,6 +1,6 @@
 """The link decisions (streams.engine), driven directly with plain data.
 
-Each test names the invariant it checks (ARCHITECTURE.md section 3).
+Each test names the invariant it checks (docs/architecture.md, section 2).
 """
 from __future__ import annotations
 

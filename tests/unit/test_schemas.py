@@ -62,3 +62,14 @@ def test_an_unreadable_command_message_raises():
         command_members(b"{not json")
     with pytest.raises(ValueError):
         command_members(b'{"schema": "talkstream.command-batch/v1", "commands": "none"}')
+
+
+def test_a_command_has_one_concurrency_field_and_reads_the_old_one():
+    from schemas.command import WriteCommand
+
+    base = {"command_id": "c1", "flow": "order-order", "link_key": "order-order:ord_1", "system": "customcrm",
+            "entity": "order", "op": "update", "target_id": "ord_1"}
+    assert "if_version" not in WriteCommand.model_json_schema()["properties"]
+    # a command an earlier talkstream left on its topic
+    assert WriteCommand.model_validate({**base, "if_version": 7}).expected_version == "7"
+    assert WriteCommand.model_validate({**base, "if_version": None}).expected_version is None

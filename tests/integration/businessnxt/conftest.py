@@ -106,7 +106,7 @@ def receiver_app(bootstrap: str, sb: Sandbox, key: str, *, topics: dict[str, str
     from starlette.applications import Starlette
     from starlette.routing import Route
 
-    from connectors.businessnxt.outputs import KafkaDeadLetters
+    from connectors.common.deadletters import DeadLetters, acked_send
     from connectors.businessnxt.webhook import WebhookReceiver, starlette_endpoint
     from connectors.common.kafka import KafkaPublisher
 
@@ -120,7 +120,7 @@ def receiver_app(bootstrap: str, sb: Sandbox, key: str, *, topics: dict[str, str
         producer = make_producer(bootstrap, single_record_batches=True)
         await producer.start()
         client = sb.client()
-        dls = KafkaDeadLetters(producer, dead_letter_topic) if dead_letter_topic else None
+        dls = DeadLetters(acked_send(producer, dead_letter_topic)) if dead_letter_topic else None
         receiver = WebhookReceiver(client, KafkaPublisher(producer), key, timezone=sb.state.timezone,
                                    dead_letters=dls, topics=topics, upserts=upserts)
         holder["endpoint"] = starlette_endpoint(receiver)

@@ -1,4 +1,4 @@
-"""Contract tests: the running Customcrm sandbox serves contracts/customcrm-api.md to the letter."""
+"""Contract tests: the running Customcrm sandbox serves docs/contracts/customcrm-api.md to the letter."""
 from __future__ import annotations
 
 import re

@@ -22,7 +22,8 @@ def create_cmd(i: int, entity: str = "product", data: dict | None = None) -> Wri
 
 def cmd(op: str, target: str | None, n: int, *, data=None, if_version=None, system="customcrm") -> WriteCommand:
     return WriteCommand(command_id=f"cmd-{op}-{n}", flow="product-product", link_key=f"link-{n}",
-                        system=system, entity="product", op=op, target_id=target, if_version=if_version,
+                        system=system, entity="product", op=op, target_id=target,
+                        expected_version=None if if_version is None else str(if_version),
                         data=data or {})
 
 

@@ -238,7 +238,7 @@ def test_operation_of():
     assert operation_of(command("create", idempotency_key="k", data={"Name": "x"})) == {
         "op": "create", "idempotency_key": "k", "data": {"Name": "x"}}
     assert operation_of(command("create"))["idempotency_key"] == "c1"  # deterministic fallback
-    assert operation_of(command("update", target_id="ord_1", if_version=3, data={"Name": "y"})) == {
+    assert operation_of(command("update", target_id="ord_1", expected_version="3", data={"Name": "y"})) == {
         "op": "update", "id": "ord_1", "if_version": 3, "data": {"Name": "y"}}
     assert operation_of(command("delete", target_id="ord_1")) == {"op": "delete", "id": "ord_1", "if_version": None}
     for bad in (command("update"), command("create", system="businessnxt"), command("create", entity="invoice")):
