@@ -1,5 +1,5 @@
 """The leader polls every system as soon as it is connected, not one poll interval after it
-started (``streams.topology.first_polls``)."""
+started (``first_polls`` in ``streams.stages.poll``)."""
 from __future__ import annotations
 
 import pytest
