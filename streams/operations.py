@@ -258,34 +258,35 @@ async def status(settings: Settings, mapping: Mapping) -> dict[str, Any]:
                         "blocked": c["blocked"], "deadletters": c["deadletters"],
                         **({"state": states[fid].state, "why": states[fid].describe()} if fid in states else {})}
                   for fid, c in flows.items()},
-        "pollers": {f"{s}.{e}": _poll_summary(watermarks.get(watermark_key(s, e)), settings.timezone)
+        "pollers": {f"{s}.{e}": _poll_summary(s, watermarks.get(watermark_key(s, e)), settings.timezone)
                     for s, e in entities(mapping)},
         "lag": lag,
     }
 
 
-def _poll_summary(mark: dict | None, tz: str) -> dict[str, Any]:
+def _poll_summary(system: str, mark: dict | None, tz: str) -> dict[str, Any]:
     """A poller's watermark as saved (every detail), the time of the last change it read (UTC,
     ISO) and that time's age in seconds; None times before its first poll."""
-    when = watermark_time(mark, tz)
+    when = watermark_time(system, mark, tz)
     now = time.time()
     return {"watermark": mark, "time": when.isoformat().replace("+00:00", "Z") if when else None,
             "age_s": round(now - when.timestamp(), 1) if when else None}
 
 
-def watermark_time(mark: dict | None, tz: str) -> datetime | None:
-    """The newest change time a watermark covers: Customcrm's ``modified_at`` (UTC), or the newest
-    of Business NXT's per-table marks (server-local time, converted with ``tz``)."""
+def watermark_time(system: str, mark: dict | None, tz: str) -> datetime | None:
+    """The newest change time a poller's watermark (``connectors.common.poller.Watermark``) covers:
+    the newest of its marks, in UTC (Business NXT's are server-local time, converted with ``tz``)."""
     from connectors.businessnxt.poller import FLOOR
     from connectors.businessnxt.timezones import local_to_utc, parse_utc
+    from connectors.common.poller import Watermark
 
-    if not mark:
-        return None
+    marks = [value for value in Watermark.from_json(mark, stream="feed").marks.values() if value and value != FLOOR]
     try:
-        if mark.get("modified_at"):
-            return parse_utc(mark["modified_at"])
-        marks = [value for value in (mark.get("tables") or {}).values() if value and value != FLOOR]
-        return local_to_utc(max(marks), tz) if marks else None
+        if not marks:
+            return None
+        if system == "businessnxt":
+            return max(local_to_utc(value, tz) for value in marks)
+        return max(parse_utc(value) for value in marks)
     except (ValueError, TypeError):
         return None
 

@@ -18,9 +18,10 @@ Rules (same as the Customcrm poller):
   next ``_gte`` read returns again (those at the watermark time, or inside
   ``lookback_seconds``); such a record is published again only if its version
   changed.
-- The watermark (key ``businessnxt.<entity>``) is saved only after the broker
-  acknowledged every event it covers. Invalid rows are dead-lettered (stage
-  ``poll``) and skipped.
+- The watermark (``connectors.common.poller.Watermark``, key
+  ``businessnxt.<entity>``; its marks per table) is saved only after the broker
+  acknowledged every event it covers (``Poller.commit``). Invalid rows are
+  dead-lettered (stage ``poll``) and skipped.
 """
 from __future__ import annotations
 
@@ -29,13 +30,13 @@ from datetime import timedelta
 from typing import Any
 
 from connectors.businessnxt.client import MAX_PAGE, BusinessnxtClient, table_fields
-from connectors.businessnxt.outputs import publish_events
-from connectors.common.deadletters import DeadLetterSink, publish_all
+from connectors.common.deadletters import DeadLetterSink
 from connectors.businessnxt.records import InvalidRow, record_version, to_event, validate_row
 from connectors.businessnxt.schema import TABLES
 from connectors.businessnxt.timezones import format_local, normalize_local, parse_local
-from connectors.common.watermarks import WatermarkStore, watermark_key
-from schemas.change import ChangeEvent, change_topic
+from connectors.common.poller import Poller, Watermark
+from connectors.common.watermarks import WatermarkStore
+from schemas.change import ChangeEvent
 from schemas.deadletter import DeadLetter
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 TS = "changedTimestamp"
 FLOOR = "1900-01-01T00:00:00.0000000"
 SOURCE_TABLES = {"order": ("order", "orderLine"), "product": ("product",)}
-WM_VERSION = 1
 
 
 # ---------------------------------------------------------------- pure decisions
@@ -95,24 +95,19 @@ def should_publish(key: str, version: str | None, seen: dict[str, str | None]) -
 
 
 # ---------------------------------------------------------------- the poller
-class BusinessnxtPoller:
+class BusinessnxtPoller(Poller):
+    system = "businessnxt"
+
     def __init__(self, client: BusinessnxtClient, publisher: Any, watermarks: WatermarkStore, entity: str, *,
                  timezone: str = "Europe/Oslo", page_size: int = 500, dead_letters: DeadLetterSink | None = None,
                  topic: str | None = None, lookback_seconds: float = 0.0) -> None:
         if entity not in SOURCE_TABLES:
             raise ValueError(f"unknown Businessnxt entity {entity!r}")
+        super().__init__(entity, publisher, watermarks, dead_letters=dead_letters, topic=topic)
         self.client = client
-        self.publisher = publisher
-        self.watermarks = watermarks
-        self.entity = entity
         self.tz = timezone
         self.page_size = max(1, min(page_size, MAX_PAGE))  # a short page means "last page"
-        self.dead_letters = dead_letters
-        self.topic = topic or change_topic("businessnxt", entity)
         self.lookback = lookback_seconds
-        self.key = watermark_key("businessnxt", entity)
-        self._wm: dict[str, Any] | None = None
-        self._loaded = False
 
     # ---- reads ---------------------------------------------------------------
     async def _newest(self, table: str) -> str | None:
@@ -143,8 +138,8 @@ class BusinessnxtPoller:
                 return out
             page = None
 
-    async def _incremental(self, wm: dict[str, Any]) -> tuple[list[dict], dict[str, str]]:
-        old = wm["tables"]
+    async def _incremental(self, wm: Watermark) -> tuple[list[dict], dict[str, str]]:
+        old = wm.marks
         marks = dict(old)
         lower = lower_bound(old[self.entity], self.lookback)
         if self.entity == "order":
@@ -166,12 +161,6 @@ class BusinessnxtPoller:
         return rows, marks
 
     # ---- one poll -------------------------------------------------------------
-    async def _load(self) -> None:
-        if not self._loaded:
-            wm = await self.watermarks.load(self.key)
-            self._wm = wm if wm and wm.get("v") == WM_VERSION else None
-            self._loaded = True
-
     def _decide(self, rows: list[Any], marks: dict[str, str], old_seen: dict[str, str | None]
                 ) -> tuple[list[ChangeEvent], list[DeadLetter], dict[str, str | None]]:
         """Rows -> events to publish (deduped against ``old_seen``), dead letters,
@@ -199,24 +188,16 @@ class BusinessnxtPoller:
         events.sort(key=lambda e: (e.version or "", e.id))
         return events, letters, seen
 
-    async def _commit(self, events: list[ChangeEvent], letters: list[DeadLetter], new_wm: dict[str, Any]) -> None:
-        """Publish, then (only after the broker's ack) save the watermark."""
-        await publish_events(self.publisher, events, self.topic)
-        await publish_all(self.dead_letters, letters)
-        if new_wm != self._wm:
-            await self.watermarks.save(self.key, new_wm)
-        self._wm = new_wm
-
-    async def _full_read(self, wm: dict[str, Any] | None) -> int:
+    async def _full_read(self, wm: Watermark) -> int:
         """Every row by key (legacy rows with null timestamps included), saving
         progress after each page; resumes an interrupted scan."""
         key = TABLES[self.entity].key[0]
-        if wm is None:
+        if wm.scan is None:
             marks = {t: (await self._newest(t)) or FLOOR for t in SOURCE_TABLES[self.entity]}
             seen: dict[str, str | None] = {}
             after = None
-        else:
-            marks, seen, after = wm["tables"], dict(wm.get("seen") or {}), wm["scan"]["after"]
+        else:  # an interrupted scan goes on where it was
+            marks, seen, after = dict(wm.marks), dict(wm.seen), wm.scan["after"]
         total = 0
         while True:
             flt = {key: {"_gt": after}} if after is not None else None
@@ -225,10 +206,7 @@ class BusinessnxtPoller:
             seen.update(page_seen)
             done = len(page) < self.page_size
             after = page[-1].get(key) if page else after
-            new_wm: dict[str, Any] = {"v": WM_VERSION, "tables": marks, "seen": dict(seen)}
-            if not done:
-                new_wm["scan"] = {"after": after}
-            await self._commit(events, letters, new_wm)
+            await self.commit(events, letters, Watermark(marks, dict(seen), None if done else {"after": after}))
             total += len(events)
             if done:
                 log.info("businessnxt %s full read: %d events", self.entity, total)
@@ -236,28 +214,16 @@ class BusinessnxtPoller:
 
     async def poll_once(self) -> int:
         """Read what changed since the watermark, publish it, save the watermark. Returns events published."""
-        await self._load()
-        wm = self._wm
-        if wm is None or "scan" in wm:
+        wm = await self.watermark()
+        if not wm.marks or wm.scan is not None:  # never read, or a first read not done
             return await self._full_read(wm)
         rows, marks = await self._incremental(wm)
-        events, letters, seen = self._decide(rows, marks, wm.get("seen") or {})
-        await self._commit(events, letters, {"v": WM_VERSION, "tables": marks, "seen": seen})
+        events, letters, seen = self._decide(rows, marks, wm.seen)
+        await self.commit(events, letters, Watermark(marks, seen))
         if events:
             log.info("businessnxt %s poll: %d events (newest version %s)", self.entity, len(events),
                      events[-1].version)
         return len(events)
-
-    def invalidate(self) -> None:
-        """Forget the cached watermark: the next poll loads it from Kafka again (after a resync)."""
-        self._wm = None
-        self._loaded = False
-
-    async def reset(self) -> None:
-        """Forget the watermark: the next poll is a full read."""
-        await self.watermarks.save(self.key, None)
-        self._wm = None
-        self._loaded = True
 
 
 def _valid_ts(value: Any) -> bool:

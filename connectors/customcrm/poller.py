@@ -6,7 +6,8 @@ to ``customcrm.<entity>.changes``, keyed by ``Id``. After every page, and only
 once the broker acknowledged that page's events (and dead letters), it saves
 the watermark (key ``customcrm.<entity>``) to the watermark topic.
 
-The watermark is the last ``ModifiedAt`` seen plus the ``Id -> Version``
+The watermark (``connectors.common.poller.Watermark``) marks the last
+``ModifiedAt`` seen (its stream is the resource) and keeps the ``Id -> Version``
 pairs already published at exactly that time, because ``modified_since`` is
 inclusive: a record at the watermark time is neither missed nor published
 twice. :func:`plan_page` (pure) makes that decision for one page.
@@ -27,8 +28,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol, Sequence
 
-from connectors.common.deadletters import DeadLetterSink, publish_all
-from connectors.common.watermarks import WatermarkStore, watermark_key
+from connectors.common.deadletters import DeadLetterSink
+from connectors.common.poller import Poller, Watermark
+from connectors.common.watermarks import WatermarkStore
 from connectors.customcrm import resource_of
 from connectors.customcrm.models import validate_record
 from schemas.change import ChangeEvent
@@ -84,37 +86,25 @@ def canonical_time(value: Any) -> str | None:
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-@dataclass(frozen=True)
-class Watermark:
-    """Feed position: last ``ModifiedAt`` and the ``Id -> Version`` published at that time."""
+def covers(watermark: Watermark, stream: str, modified_at: str, rid: str | None, version: str | None) -> bool:
+    """Was this record version already handled (published or dead-lettered)?"""
+    mark = watermark.marks.get(stream)
+    if mark is None:
+        return False
+    if modified_at < mark:
+        return True
+    return modified_at == mark and rid is not None and watermark.seen.get(rid) == version
 
-    modified_at: str | None = None
-    seen: dict[str, str] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"modified_at": self.modified_at, "seen": dict(self.seen)}
-
-    @classmethod
-    def from_json(cls, value: dict[str, Any] | None) -> "Watermark":
-        if not value:
-            return cls()
-        return cls(modified_at=value.get("modified_at"), seen=dict(value.get("seen") or {}))
-
-    def covers(self, modified_at: str, rid: str | None, version: str | None) -> bool:
-        """Was this record version already handled (published or dead-lettered)?"""
-        if self.modified_at is None:
-            return False
-        if modified_at < self.modified_at:
-            return True
-        return modified_at == self.modified_at and rid is not None and self.seen.get(rid) == version
-
-    def advance(self, modified_at: str, rid: str | None, version: str | None) -> "Watermark":
-        if self.modified_at is not None and modified_at < self.modified_at:
-            return self
-        seen = dict(self.seen) if modified_at == self.modified_at else {}
-        if rid is not None:
-            seen[rid] = version  # type: ignore[assignment]
-        return Watermark(modified_at, seen)
+def advance(watermark: Watermark, stream: str, modified_at: str, rid: str | None, version: str | None) -> Watermark:
+    """The watermark after a record version: the newer ``ModifiedAt`` and the versions read at it."""
+    mark = watermark.marks.get(stream)
+    if mark is not None and modified_at < mark:
+        return watermark
+    seen = dict(watermark.seen) if modified_at == mark else {}
+    if rid is not None:
+        seen[rid] = version
+    return Watermark({**watermark.marks, stream: modified_at}, seen)
 
 
 @dataclass
@@ -146,7 +136,7 @@ def plan_page(resource: str, items: Sequence[Any], watermark: Watermark) -> Page
         rid = rec.get("Id") if isinstance(rec.get("Id"), str) else None
         version = str(rec["Version"]) if "Version" in rec else None
         modified_at = canonical_time(rec.get("ModifiedAt"))
-        if modified_at is not None and plan.watermark.covers(modified_at, rid, version):
+        if modified_at is not None and covers(plan.watermark, resource, modified_at, rid, version):
             plan.skipped += 1
             continue
         errors = validate_record(resource, item)
@@ -160,7 +150,7 @@ def plan_page(resource: str, items: Sequence[Any], watermark: Watermark) -> Page
         else:
             plan.publish.append(item)
         if modified_at is not None:
-            plan.watermark = plan.watermark.advance(modified_at, rid, version)
+            plan.watermark = advance(plan.watermark, resource, modified_at, rid, version)
     return plan
 
 
@@ -181,8 +171,10 @@ def change_event(entity: str, record: dict) -> ChangeEvent:
 # --------------------------------------------------------------------------- the poller
 
 
-class CustomcrmPoller:
+class CustomcrmPoller(Poller):
     """Polls one Customcrm entity's change feed into its change topic."""
+
+    system = SYSTEM
 
     def __init__(
         self,
@@ -196,26 +188,18 @@ class CustomcrmPoller:
         topic: str | None = None,
         pacer: Pacer | None = None,
     ) -> None:
+        super().__init__(entity, publisher, watermarks, dead_letters=dead_letters, topic=topic)
         self.client = client
-        self.publisher = publisher
-        self.watermarks = watermarks
-        self.entity = entity
         self.resource = resource_of(entity)
         self.page_size = min(max(1, page_size), 1000)  # the API's limit range
-        self.dead_letters = dead_letters
-        self.topic = topic  # override of customcrm.<entity>.changes (tests)
-        self.key = watermark_key(SYSTEM, entity)
         self.pacer = pacer or NoPacing()
-        self._watermark: Watermark | None = None
 
-    async def watermark(self) -> Watermark:
-        """The current watermark (loaded from Kafka on first use)."""
-        if self._watermark is None:
-            self._watermark = Watermark.from_json(await self.watermarks.load(self.key))
-        return self._watermark
+    def legacy_stream(self) -> str:
+        return self.resource
 
     async def poll_once(self) -> int:
-        """Read the feed from the watermark to its end; returns the number of events published."""
+        """Read the feed from the watermark to its end, a page at a time; returns the number of
+        events published."""
         wm = await self.watermark()
         started = self.pacer.poll_started(SYSTEM, self.entity)
         published = 0
@@ -223,40 +207,22 @@ class CustomcrmPoller:
         while True:
             if cursor is None:
                 items, cursor = await self.client.list_changes(
-                    self.resource, modified_since=wm.modified_at, limit=self.page_size)
+                    self.resource, modified_since=wm.marks.get(self.resource), limit=self.page_size)
             else:
                 items, cursor = await self.client.list_changes(self.resource, limit=self.page_size, cursor=cursor)
             plan = plan_page(self.resource, items, wm)
             events = [change_event(self.entity, r) for r in plan.publish]
             if events:
                 await self.pacer.before_publish(SYSTEM, self.entity, plan.publish, started)
-                if self.topic is not None:
-                    await self.publisher.publish(events, topic=self.topic)
-                else:
-                    await self.publisher.publish(events)
+            await self.commit(events, [self._dead_letter(bad) for bad in plan.invalid], plan.watermark)
+            if events:
                 self.pacer.published(SYSTEM, self.entity, plan.publish)
-            for bad in plan.invalid:
-                await self._dead_letter(bad)
-            if plan.watermark != wm:
-                await self.watermarks.save(self.key, plan.watermark.to_json())
-                wm = self._watermark = plan.watermark
+            wm = plan.watermark
             published += len(events)
             if not items or cursor is None:
                 self.pacer.poll_finished(SYSTEM, self.entity, started)
                 return published
 
-    def invalidate(self) -> None:
-        """Forget the cached watermark: the next poll loads it from Kafka again (after a resync)."""
-        self._watermark = None
-
-    async def reset(self) -> None:
-        """Forget the watermark (tombstone): the next poll re-reads the whole feed."""
-        await self.watermarks.save(self.key, None)
-        self._watermark = Watermark()
-
-    async def _dead_letter(self, bad: Invalid) -> None:
-        entry = DeadLetter(
-            stage="poll", system=SYSTEM, entity=self.entity, record_id=bad.record_id,
-            reason=bad.reason, error_type="validation_error", payload=bad.record,
-        )
-        await publish_all(self.dead_letters, [entry])
+    def _dead_letter(self, bad: Invalid) -> DeadLetter:
+        return DeadLetter(stage="poll", system=SYSTEM, entity=self.entity, record_id=bad.record_id,
+                          reason=bad.reason, error_type="validation_error", payload=bad.record)

@@ -71,7 +71,7 @@ async def test_invalid_rows_dead_lettered_and_reset():
     assert sorted(e.id for e in pub.events) == ["A", "B", "C"]
     assert [e.version for e in pub.events if e.id == "B"] == [None]  # legacy row: no version
     assert len(dls.letters) == 1 and dls.letters[0].stage == "poll" and "productNo" in dls.letters[0].reason
-    assert wms.saved["businessnxt.product"]["tables"]["product"] == "2026-01-01T10:00:01.0000000"
+    assert wms.saved["businessnxt.product"]["marks"]["product"] == "2026-01-01T10:00:01.0000000"
     client.rows.remove(bad)
     assert await poller.poll_once() == 0
     client.rows[0] = product("A", "2026-01-01T10:00:02.0000000")

@@ -21,7 +21,8 @@ from connectors.customcrm.client import (
     retry_decision,
 )
 from connectors.customcrm.models import OrderData, ProductData, UserData, validate_record
-from connectors.customcrm.poller import Watermark, canonical_time, change_event, plan_page
+from connectors.common.poller import Watermark
+from connectors.customcrm.poller import canonical_time, change_event, plan_page
 from connectors.customcrm.sandbox import (
     RateLimiter,
     Store,
@@ -51,31 +52,31 @@ def test_plan_publishes_everything_from_an_empty_watermark():
     page = [rec("a", T1), rec("b", T2), rec("c", T2)]
     plan = plan_page("products", page, Watermark())
     assert plan.publish == page and plan.invalid == []
-    assert plan.watermark == Watermark(T2, {"b": "1", "c": "1"})
+    assert plan.watermark == Watermark({"products": T2}, {"b": "1", "c": "1"})
 
 
 def test_plan_skips_versions_at_the_watermark_but_not_new_ones_at_the_same_time():
-    wm = Watermark(T2, {"b": "1"})
+    wm = Watermark({"products": T2}, {"b": "1"})
     page = [rec("b", T2), rec("c", T2), rec("d", T3)]  # modified_since is inclusive: b comes again
     plan = plan_page("products", page, wm)
     assert [r["Id"] for r in plan.publish] == ["c", "d"] and plan.skipped == 1
-    assert plan.watermark == Watermark(T3, {"d": "1"})
+    assert plan.watermark == Watermark({"products": T3}, {"d": "1"})
 
 
 def test_plan_republishes_a_new_version_with_the_same_time():
-    plan = plan_page("products", [rec("b", T2, version=2)], Watermark(T2, {"b": "1"}))
+    plan = plan_page("products", [rec("b", T2, version=2)], Watermark({"products": T2}, {"b": "1"}))
     assert [r["Version"] for r in plan.publish] == [2]
     assert plan.watermark.seen == {"b": "2"}
 
 
 def test_plan_ignores_records_older_than_the_watermark():
-    plan = plan_page("products", [rec("a", T1)], Watermark(T2, {"b": "1"}))
-    assert plan.publish == [] and plan.watermark == Watermark(T2, {"b": "1"})
+    plan = plan_page("products", [rec("a", T1)], Watermark({"products": T2}, {"b": "1"}))
+    assert plan.publish == [] and plan.watermark == Watermark({"products": T2}, {"b": "1"})
 
 
 def test_plan_compares_times_not_spellings():
     same_instant = "2026-11-25T11:00:00.000002+01:00"
-    plan = plan_page("products", [rec("b", same_instant)], Watermark(T2, {"b": "1"}))
+    plan = plan_page("products", [rec("b", same_instant)], Watermark({"products": T2}, {"b": "1"}))
     assert plan.publish == [] and plan.skipped == 1
 
 
@@ -85,14 +86,14 @@ def test_plan_dead_letters_invalid_records_and_moves_on():
     assert [r["Id"] for r in plan.publish] == ["a", "c"]
     assert [i.record_id for i in plan.invalid] == ["bad", None]
     assert "bad" in plan.invalid[0].reason and "Price" in plan.invalid[0].reason
-    assert plan.watermark.modified_at == T3
+    assert plan.watermark.marks == {"products": T3}
     # the invalid record is covered by the watermark: not reported again
-    again = plan_page("products", [rec("bad", T2, Price="cheap")], Watermark(T2, {"bad": "1"}))
+    again = plan_page("products", [rec("bad", T2, Price="cheap")], Watermark({"products": T2}, {"bad": "1"}))
     assert again.invalid == [] and again.skipped == 1
 
 
 def test_watermark_round_trips_through_json():
-    wm = Watermark(T2, {"a": "3"})
+    wm = Watermark({"products": T2}, {"a": "3"})
     assert Watermark.from_json(wm.to_json()) == wm
     assert Watermark.from_json(None) == Watermark()
 
