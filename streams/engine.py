@@ -1,8 +1,8 @@
 """The sync decisions of one link: pure functions over plain data (no I/O, no Faust).
 
 A *link* joins one Customcrm record (the flow's source side) and one
-Businessnxt record (the target side). Its state is a JSON-able dict kept in a
-Faust table (see ``new_link`` for the keys). Three kinds of input reach a
+Businessnxt record (the target side). Its state is plain JSON data kept in a
+Faust table, every key declared in ``streams.linkstate.LinkState``. Three kinds of input reach a
 link, in per-link order:
 
 - ``handle_change``: a change event read from either system;
@@ -31,7 +31,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, TypedDict
 
 import orjson
 
@@ -40,6 +40,7 @@ from schemas.command import WriteCommand, WriteResult
 from schemas.deadletter import DeadLetter
 from streams.mapping import Flow, MappingError, MissingReferences, RefResolver, is_empty
 from streams.linkkeys import is_target_origin
+from streams.linkstate import LinkState, new_link
 
 SOURCE = "customcrm"
 TARGET = "businessnxt"
@@ -82,9 +83,19 @@ class Policy:
         return min(self.park_backoff_max, max(1.0, self.park_timeout / 10))
 
 
+class Change(TypedDict):
+    """A side's report about one property, decided (``schemas.decision.PropertyChange``)."""
+
+    property: str
+    side: str
+    old: Any  # the agreed value before
+    new: Any  # and after (equal to old: the report did not win)
+    why: str
+
+
 @dataclass
 class Outcome:
-    link: dict
+    link: LinkState
     commands: list[WriteCommand] = field(default_factory=list)
     deadletters: list[DeadLetter] = field(default_factory=list)
     refs: list[tuple[str, str]] = field(default_factory=list)  # (customcrm product id, productNo)
@@ -92,7 +103,7 @@ class Outcome:
     actions: list[str] = field(default_factory=list)  # what happened, for metrics and logs
     #: per property a side reported a new value for: the agreed value before and after, and why
     #: (``schemas.decision.PropertyChange``; a record's first values are not listed)
-    changes: list[dict] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -117,38 +128,6 @@ _h_scalar = lru_cache(maxsize=16384, typed=True)(_h)  # typed: 1, 1.0 and True h
 
 def other(side: str) -> str:
     return TARGET if side == SOURCE else SOURCE
-
-
-def new_link(flow_id: str, key: str) -> dict:
-    """An empty link state. Keys:
-
-    ``status``; ``ids`` per side; ``base`` {prop: [value, time, side]};
-    ``rep``/``wrote`` {side: {prop: hash}}; ``seen`` {side: version};
-    ``acked`` {side: version of our last write}; ``co`` create-only source
-    values; ``inflight`` {command_id: {side, op, props, at, attempt}};
-    ``park`` {since, attempts, next, missing} | None; ``fail`` {side: attempts};
-    ``seq`` command counter; ``deleted`` the side that deleted. Set only when
-    needed: ``blocked`` (dead-lettered until a redrive), ``retry_at``, ``held``
-    (its flow was held while it had something to write), ``delete_pending`` (the
-    side a delete waits for while its flow is held).
-    """
-    return {
-        "flow": flow_id,
-        "key": key,
-        "status": NEW,
-        "ids": {SOURCE: None, TARGET: None},
-        "base": {},
-        "rep": {SOURCE: {}, TARGET: {}},
-        "wrote": {SOURCE: {}, TARGET: {}},
-        "seen": {SOURCE: None, TARGET: None},
-        "acked": {SOURCE: None, TARGET: None},
-        "co": {},
-        "inflight": {},
-        "park": None,
-        "fail": {SOURCE: 0, TARGET: 0},
-        "seq": 0,
-        "deleted": None,
-    }
 
 
 def _ts(dt: datetime | None) -> float | None:
@@ -194,7 +173,7 @@ def _writable(flow: Flow, side: str, prop: str) -> bool:
     return side == TARGET or flow.syncs_back(prop)
 
 
-def _deadletter(link: dict, flow: Flow, *, stage: str, reason: str, error_type: str, payload: Any,
+def _deadletter(link: LinkState, flow: Flow, *, stage: str, reason: str, error_type: str, payload: Any,
                 system: str | None = None, entity: str | None = None, record_id: str | None = None,
                 attempts: int = 1) -> DeadLetter:
     return DeadLetter(stage=stage, flow=flow.id, link_key=link["key"], reason=reason, error_type=error_type,
@@ -204,7 +183,7 @@ def _deadletter(link: dict, flow: Flow, *, stage: str, reason: str, error_type: 
 # --------------------------------------------------------------------------- inputs
 
 
-def handle_change(link: dict | None, flow: Flow, event: ChangeEvent, key: str, *, now: float,
+def handle_change(link: LinkState | None, flow: Flow, event: ChangeEvent, key: str, *, now: float,
                   refs: RefResolver | None, policy: Policy) -> Outcome:
     """Apply one change event of either side to the link ``key``."""
     link = link or new_link(flow.id, key)
@@ -266,7 +245,7 @@ def handle_change(link: dict | None, flow: Flow, event: ChangeEvent, key: str, *
     return _finish(out, flow, now, refs, policy)
 
 
-def handle_result(link: dict | None, flow: Flow, result: WriteResult, *, now: float,
+def handle_result(link: LinkState | None, flow: Flow, result: WriteResult, *, now: float,
                   refs: RefResolver | None, policy: Policy) -> Outcome:
     """Record the outcome of a write (the sink's acknowledgement)."""
     if link is None:  # a result for a link we do not know (state lost): nothing to record
@@ -363,7 +342,7 @@ def handle_result(link: dict | None, flow: Flow, result: WriteResult, *, now: fl
     return out
 
 
-def handle_tick(link: dict | None, flow: Flow, *, now: float, refs: RefResolver | None, policy: Policy) -> Outcome:
+def handle_tick(link: LinkState | None, flow: Flow, *, now: float, refs: RefResolver | None, policy: Policy) -> Outcome:
     """A timer fired for this link: retry parked work, failed writes, lost results."""
     if link is None:
         return Outcome(new_link(flow.id, "?"), actions=["skip:unknown-link"])
@@ -388,7 +367,7 @@ def handle_tick(link: dict | None, flow: Flow, *, now: float, refs: RefResolver 
     return _finish(out, flow, now, refs, policy)
 
 
-def redrive(link: dict | None, flow: Flow, *, now: float, refs: RefResolver | None, policy: Policy) -> Outcome:
+def redrive(link: LinkState | None, flow: Flow, *, now: float, refs: RefResolver | None, policy: Policy) -> Outcome:
     """Clear a dead-lettered block and try again (``talkstream deadletters redrive``)."""
     if link is None:
         return Outcome(new_link(flow.id, "?"), actions=["skip:unknown-link"])
@@ -423,7 +402,7 @@ def _merge_record(out: Outcome, flow: Flow, side: str, result: WriteResult, refs
     return True
 
 
-def _accept_version(link: dict, side: str, event: ChangeEvent) -> None:
+def _accept_version(link: LinkState, side: str, event: ChangeEvent) -> None:
     """A newer version of a side's record: remember it, and let a blocked or parked link try again."""
     if event.version is not None:
         link["seen"][side] = event.version
@@ -559,25 +538,25 @@ def _park(out: Outcome, flow: Flow, now: float, missing: Iterable[str], policy: 
     return out
 
 
-def _forget_written(link: dict, side: str, props: Iterable[str]) -> None:
+def _forget_written(link: LinkState, side: str, props: Iterable[str]) -> None:
     for prop in props:
         link["wrote"][side].pop(prop, None)
 
 
-def _command(link: dict, flow: Flow, side: str, op: str, data: dict, policy: Policy, **extra) -> WriteCommand:
+def _command(link: LinkState, flow: Flow, side: str, op: str, data: dict, policy: Policy, **extra) -> WriteCommand:
     entity = flow.source.entity if side == SOURCE else flow.target.entity
     return WriteCommand(command_id=f"{link['key']}#{link['seq']}", flow=flow.id, link_key=link["key"],
                         system=side, entity=entity, op=op, target_id=link["ids"][side], data=data,
                         attempt=link["fail"][side] + 1, **extra)
 
 
-def _source_time(link: dict, props: Iterable[str]) -> float | None:
+def _source_time(link: LinkState, props: Iterable[str]) -> float | None:
     """Latest modification time of the values a write carries (for the sync latency metric)."""
     times = [link["base"][p][1] for p in props if link["base"][p][1] is not None]
     return max(times) if times else None
 
 
-def _needs(link: dict, flow: Flow, side: str) -> list[str]:
+def _needs(link: LinkState, flow: Flow, side: str) -> list[str]:
     """Properties whose base value ``side`` neither holds nor has been sent."""
     rep, wrote = link["rep"][side], link["wrote"][side]
     needs = []
@@ -590,7 +569,7 @@ def _needs(link: dict, flow: Flow, side: str) -> list[str]:
     return needs
 
 
-def has_writes(link: dict, flow: Flow) -> bool:
+def has_writes(link: LinkState, flow: Flow) -> bool:
     """Would ``_finish`` send anything for this link: a create, an update of either side, or a
     delete held back while its flow was held?"""
     if link.get("delete_pending"):
@@ -658,14 +637,14 @@ def _finish(out: Outcome, flow: Flow, now: float, refs: RefResolver | None, poli
     return out
 
 
-def provisional(link: dict) -> bool:
+def provisional(link: LinkState) -> bool:
     """Will a later state replace this one soon: a write in flight awaits its result, or an
     order waits for its products? (The worker puts such a state on the changelog only at its
     next offset commit; usually the state after it comes first.)"""
     return bool(link["inflight"]) or bool(link["park"])
 
 
-def next_wake(link: dict, policy: Policy) -> float | None:
+def next_wake(link: LinkState, policy: Policy) -> float | None:
     """When this link needs a tick, from its state alone (None: never)."""
     wake = wake_plan(link, policy)
     return wake.at if wake else None
@@ -680,7 +659,7 @@ class Wake:
     parked_at: float = 0.0       # when the parked order last tried
 
 
-def wake_plan(link: dict, policy: Policy) -> Wake | None:
+def wake_plan(link: LinkState, policy: Policy) -> Wake | None:
     """The link's wake-ups, from its state alone (None: it never needs a tick)."""
     if link["status"] in (DELETED, MOVED) or link.get("blocked"):
         return None
@@ -758,7 +737,7 @@ def _send_create(out: Outcome, flow: Flow, side: str, data: dict, values: dict, 
     out.actions.append("create" if side == TARGET else "create:source")
 
 
-def _creates_source(link: dict, flow: Flow) -> bool:
+def _creates_source(link: LinkState, flow: Flow) -> bool:
     """Does this link create its Customcrm record: a Business NXT record's own link (no stamp,
     ``create_in_source``) that holds the record's values?"""
     return (flow.create_in_source and link["ids"][SOURCE] is None and link["ids"][TARGET] is not None

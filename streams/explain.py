@@ -92,7 +92,7 @@ def explain_link(link: dict, recent: list[dict] | None = None) -> dict[str, Any]
         "deleted": link.get("deleted"),
         "in_flight": [{"command": command_id, "to": write.get("side"), "op": write.get("op"),
                        "properties": write.get("props"), "sent": _when(write.get("at")),
-                       "attempt": write.get("attempt")}
+                       "attempt": (link.get("fail") or {}).get(write.get("side"), 0) + 1}
                       for command_id, write in (link.get("inflight") or {}).items()],
         "properties": properties,
         "decisions": [{**record, "at": _when(record.get("at"))} for record in recent or []],

@@ -11,7 +11,7 @@ most other keys hold their empty defaults. :func:`pack` leaves those out:
 - when every ``base`` entry has the same time and side (one record's values,
   the usual case), they are stored once (``bt``) and ``base`` holds the values;
 - an acknowledged version (``acked``) that is the version seen is ``"="``;
-- keys holding their ``engine.new_link`` default are left out, and so is
+- keys holding their ``linkstate.new_link`` default are left out, and so is
   ``key`` (the table's key).
 
 :func:`unpack` restores the full state (a referenced slot is copied, so the
@@ -35,7 +35,8 @@ from typing import Any
 
 import orjson
 
-from streams.engine import SIDES, new_link
+from streams.engine import SIDES
+from streams.linkstate import new_link
 
 SAME = "="  # an acknowledged version that is the one seen
 _HASHED = ("rep", "wrote")
