@@ -47,7 +47,8 @@ from __future__ import annotations
 
 from streams.mapping.errors import DictRefResolver, MappingError, MissingReferences, RefResolver
 from streams.mapping.load import load_mapping, parse_mapping
-from streams.mapping.model import Endpoint, Flow, Match, Mapping, Origin, Property, TargetEndpoint
+from streams.mapping.model import Flow, Mapping
+from streams.mapping.parts import Endpoint, Match, Origin, Property, TargetEndpoint
 from streams.mapping.values import CONVERTERS, is_empty
 
 __all__ = [
