@@ -15,6 +15,7 @@ Every answer carries ``auth.HEADERS`` (a Content-Security-Policy among them).
 """
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -23,6 +24,10 @@ from faust.web import Request, Response, View
 
 from streams.console import auth
 from streams.console.data import Console, NotFound
+
+class BadRequest(ValueError):
+    pass
+
 
 STATIC = {"console.js": "text/javascript", "console.css": "text/css"}
 PAGES = {"flows": "Flows", "link": "Record", "deadletters": "Dead letters"}
@@ -68,16 +73,21 @@ def register(app, console: Console, token: str | None) -> None:
             return self.text(body, content_type=STATIC[name], headers=dict(auth.HEADERS))
 
     class Api(Base):
-        """Answers only a caller with the token."""
+        """Answers only a caller with the token; ``NotFound`` and ``BadRequest`` become 404 and 400."""
 
-        def refused(self, request: Request) -> Response | None:
+        async def guarded(self, request: Request, answer: Callable[[], Awaitable[Any]]) -> Response:
             closed = self.off()
             if closed is not None:
                 return closed
             if not auth.authorized(request.headers.get("Authorization"), token or ""):
                 return self.answer({"error": "unauthorized: send Authorization: Bearer <TALKSTREAM_CONSOLE_TOKEN>"},
                                    401)
-            return None
+            try:
+                return self.answer(await answer())
+            except NotFound as exc:
+                return self.answer({"error": str(exc)}, 404)
+            except BadRequest as exc:
+                return self.answer({"error": str(exc)}, 400)
 
         @staticmethod
         def who(request: Request) -> str:
@@ -85,63 +95,42 @@ def register(app, console: Console, token: str | None) -> None:
 
     class FlowsApi(Api):
         async def get(self, request: Request, **_: Any) -> Response:
-            refused = self.refused(request)
-            return refused if refused is not None else self.answer(await console.flows())
+            return await self.guarded(request, console.flows)
 
     class FlowAction(Api):
         async def post(self, request: Request, flow: str = "", action: str = "", **_: Any) -> Response:
-            refused = self.refused(request)
-            if refused is not None:
-                return refused
-            try:
-                return self.answer(await console.set_flow(flow, action, self.who(request)))
-            except NotFound as exc:
-                return self.answer({"error": str(exc)}, 404)
+            return await self.guarded(request, lambda: console.set_flow(flow, action, self.who(request)))
 
     class LinksApi(Api):
         async def get(self, request: Request, **_: Any) -> Response:
-            refused = self.refused(request)
-            if refused is not None:
-                return refused
-            record_id = (request.query.get("id") or "").strip()
-            system = request.query.get("system") or None
-            if not record_id:
-                return self.answer({"error": "give the record's id: ?id=ID"}, 400)
-            if system not in (None, "customcrm", "businessnxt"):
-                return self.answer({"error": "system is customcrm or businessnxt"}, 400)
-            return self.answer({"id": record_id, "system": system, "links": await console.links(system, record_id)})
+            async def links() -> dict:
+                record_id = (request.query.get("id") or "").strip()
+                system = request.query.get("system") or None
+                if not record_id:
+                    raise BadRequest("give the record's id: ?id=ID")
+                if system not in (None, "customcrm", "businessnxt"):
+                    raise BadRequest("system is customcrm or businessnxt")
+                return {"id": record_id, "system": system, "links": await console.links(system, record_id)}
+            return await self.guarded(request, links)
 
     class DeadLettersApi(Api):
         async def get(self, request: Request, **_: Any) -> Response:
-            refused = self.refused(request)
-            return refused if refused is not None else self.answer({"deadletters": await console.deadletters()})
+            async def listed() -> dict:
+                return {"deadletters": await console.deadletters()}
+            return await self.guarded(request, listed)
 
     class RedriveAll(Api):
         async def post(self, request: Request, **_: Any) -> Response:
-            refused = self.refused(request)
-            if refused is not None:
-                return refused
-            return self.answer(await console.redrive(self.who(request), flow_id=request.query.get("flow") or None))
+            return await self.guarded(request, lambda: console.redrive(
+                self.who(request), flow_id=request.query.get("flow") or None))
 
     class DeadLetterApi(Api):
         async def get(self, request: Request, id: str = "", **_: Any) -> Response:
-            refused = self.refused(request)
-            if refused is not None:
-                return refused
-            try:
-                return self.answer(await console.deadletter(id))
-            except NotFound as exc:
-                return self.answer({"error": str(exc)}, 404)
+            return await self.guarded(request, lambda: console.deadletter(id))
 
     class RedriveOne(Api):
         async def post(self, request: Request, id: str = "", **_: Any) -> Response:
-            refused = self.refused(request)
-            if refused is not None:
-                return refused
-            try:
-                return self.answer(await console.redrive(self.who(request), entry_id=id))
-            except NotFound as exc:
-                return self.answer({"error": str(exc)}, 404)
+            return await self.guarded(request, lambda: console.redrive(self.who(request), entry_id=id))
 
     def page(name: str) -> type[View]:
         return type(f"Console{name.title()}Page", (Page,), {"page": name})

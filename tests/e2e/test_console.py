@@ -219,8 +219,12 @@ def test_a_wrong_token_shows_no_data_and_the_api_answers_401(pipeline, page):
         assert "links" not in answer.text
         assert answer.headers["Content-Security-Policy"].startswith("default-src 'none'")
     assert httpx.post(base + "/console/api/flows/order-order/pause", timeout=10).status_code == 401
-    assert httpx.get(base + "/console/api/flows", headers={"Authorization": f"Bearer {TOKEN}"},
-                     timeout=30).status_code == 200
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert httpx.get(base + "/console/api/flows", headers=auth, timeout=30).status_code == 200
+    # with the token: a missing id is a bad request, an unknown dead letter is not found
+    assert httpx.get(base + "/console/api/links", headers=auth, timeout=30).status_code == 400
+    assert httpx.get(base + "/console/api/deadletters/nope", headers=auth, timeout=30).status_code == 404
+    assert httpx.post(base + "/console/api/flows/no-such-flow/pause", headers=auth, timeout=30).status_code == 404
 
     page.goto(url(pipeline, token="wrong-token"))
     page.locator("#login").wait_for(state="visible", timeout=30_000)
