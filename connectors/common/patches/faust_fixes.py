@@ -49,7 +49,7 @@ offset jump on a non-compacted topic as a gap, and seeks before it resumes.
 
 **A hook before every commit** (``flush-hook``). Faust commits a partition's offsets
 after flushing its producer, and offers no hook before that flush. talkstream writes
-the provisional link states it held back (``streams.topology.write_unwritten``) to
+the provisional link states it held back (``streams.stages.link``, ``write_unwritten``) to
 the changelog there, so a commit never covers an event whose link state is not on
 the changelog (``before_producer_flush``). Not a Faust bug: an extension point it
 lacks. It can go if Faust gains a pre-commit hook.
