@@ -109,6 +109,18 @@ def _fail(message: str) -> None:
     raise SystemExit(2)
 
 
+def _operate(coroutine):
+    """Run one of ``streams.operations``' coroutines; its ``OperationError`` is one line and exit code 2."""
+    import asyncio
+
+    from streams.operations import OperationError
+
+    try:
+        return asyncio.run(coroutine)
+    except OperationError as exc:
+        _fail(str(exc))
+
+
 def _operating_settings():
     """The settings, with the broker of the ``talkstream run`` in this folder when KAFKA_BROKER is
     unset (``streams.runfile``); one line and exit code 2 when there is none."""
@@ -127,14 +139,9 @@ def _operating_settings():
 )
 def resync(self, system: str, entity: str) -> int:
     """Reset a poller's watermark: its next poll re-reads every record of the source."""
-    import asyncio
+    from streams.operations import resync as do_resync
 
-    from streams.operations import OperationError, resync as do_resync
-
-    try:
-        key = asyncio.run(do_resync(_operating_settings(), _mapping(), system, entity))
-    except OperationError as exc:
-        _fail(str(exc))
+    key = _operate(do_resync(_operating_settings(), _mapping(), system, entity))
     print(f"watermark {key} reset: the next poll re-reads all of {system} {entity}")
     return 0
 
@@ -146,14 +153,9 @@ def resync(self, system: str, entity: str) -> int:
 )
 def replay(self, flow_id: str, since: str) -> int:
     """Re-feed a flow from its change topics (backfill / repair); safe while workers run."""
-    import asyncio
+    from streams.operations import replay as do_replay
 
-    from streams.operations import OperationError, replay as do_replay
-
-    try:
-        sent = asyncio.run(do_replay(_operating_settings(), _mapping(), flow_id, since))
-    except OperationError as exc:
-        _fail(str(exc))
+    sent = _operate(do_replay(_operating_settings(), _mapping(), flow_id, since))
     print(f"re-fed {sent} change events to flow {flow_id}")
     return 0
 
@@ -167,23 +169,18 @@ def replay(self, flow_id: str, since: str) -> int:
 )
 def deadletters(self, action: str, flow_id: str | None, ids: tuple[str, ...], as_json: bool) -> int:
     """Inspect (list) or re-drive (redrive) dead letters."""
-    import asyncio
-
     import orjson
 
-    from streams.operations import OperationError, deadletters as load, redrive
+    from streams.operations import deadletters as load, redrive
 
     settings = _operating_settings()
-    try:
-        entries = asyncio.run(load(settings))
-    except OperationError as exc:
-        _fail(str(exc))
+    entries = _operate(load(settings))
     if flow_id:
         entries = [e for e in entries if e.flow == flow_id]
     if ids:
         entries = [e for e in entries if e.id in set(ids)]
     if action == "redrive":
-        count = asyncio.run(redrive(settings, entries))
+        count = _operate(redrive(settings, entries))
         print(f"re-drove {count} dead letters")
         return 0
     if as_json:
@@ -209,25 +206,20 @@ def deadletters(self, action: str, flow_id: str | None, ids: tuple[str, ...], as
 )
 def flows(self, action: str, flow_id: str | None, as_json: bool) -> int:
     """List each flow's state (running, paused, tripped) and why; pause or resume one."""
-    import asyncio
-
     import orjson
 
     from streams import controls
-    from streams.operations import OperationError, flow_states, set_flow_state
+    from streams.operations import flow_states, set_flow_state
 
     settings = _operating_settings()
-    try:
-        if action != "list":
-            if not flow_id:
-                _fail(f"talkstream flows {action} FLOW: name the flow")
-            control = controls.pause(flow_id) if action == "pause" else controls.resume(flow_id)
-            asyncio.run(set_flow_state(settings, _mapping(), control))
-            print(f"flow {flow_id}: {control.describe()} (every worker obeys within a second or two)")
-            return 0
-        states = asyncio.run(flow_states(settings, _mapping()))
-    except OperationError as exc:
-        _fail(str(exc))
+    if action != "list":
+        if not flow_id:
+            _fail(f"talkstream flows {action} FLOW: name the flow")
+        control = controls.pause(flow_id) if action == "pause" else controls.resume(flow_id)
+        _operate(set_flow_state(settings, _mapping(), control))
+        print(f"flow {flow_id}: {control.describe()} (every worker obeys within a second or two)")
+        return 0
+    states = _operate(flow_states(settings, _mapping()))
     if as_json:
         print(orjson.dumps({fid: {"state": c.state, "why": c.describe(), "reason": c.reason, "detail": c.detail,
                                   "since": c.at.isoformat()} for fid, c in states.items()}).decode())
@@ -248,24 +240,19 @@ def flows(self, action: str, flow_id: str | None, as_json: bool) -> int:
 def explain(self, system: str, entity: str, record_id: str, as_json: bool) -> int:
     """Each link the record belongs to: status and why it waits, per property the agreed value and where
     it came from, whether each side reported it and was written it, writes in flight."""
-    import asyncio
-
     import orjson
 
     from streams.explain import explain_link, links_of, render
-    from streams.operations import OperationError, decisions, link_states
+    from streams.operations import decisions, link_states
 
     flows = {f.id for f in _mapping().flows
              if (system, entity) in ((f.source.system, f.source.entity), (f.target.system, f.target.entity))}
     if not flows:
         _fail(f"no flow maps {system} {entity}")
     settings = _operating_settings()
-    try:
-        links = [link for link in links_of(asyncio.run(link_states(settings)), system, record_id)
-                 if link.get("flow") in flows]
-        recent = asyncio.run(decisions(settings, {link["key"] for link in links})) if links else {}
-    except OperationError as exc:
-        _fail(str(exc))
+    links = [link for link in links_of(_operate(link_states(settings)), system, record_id)
+             if link.get("flow") in flows]
+    recent = _operate(decisions(settings, {link["key"] for link in links})) if links else {}
     explained = [explain_link(link, recent.get(link["key"], [])) for link in links]
     if as_json:
         print(orjson.dumps(explained, option=orjson.OPT_INDENT_2).decode())
@@ -282,16 +269,11 @@ def explain(self, system: str, entity: str, record_id: str, as_json: bool) -> in
 )
 def status(self, as_json: bool) -> int:
     """Per flow: links, pending creates, parked, dead letters; last poll per poller; consumer lag."""
-    import asyncio
-
     import orjson
 
-    from streams.operations import OperationError, status as do_status
+    from streams.operations import status as do_status
 
-    try:
-        data = asyncio.run(do_status(_operating_settings(), _mapping()))
-    except OperationError as exc:
-        _fail(str(exc))
+    data = _operate(do_status(_operating_settings(), _mapping()))
     if as_json:
         print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         return 0

@@ -275,20 +275,27 @@ class Store:
             self._idempotency[slot] = (digest, now, 201, body)
             return 201, body
 
+    @staticmethod
+    def _existing(coll: Collection, resource: str, rid: str) -> dict:
+        old = coll.records.get(rid)
+        if old is None:
+            raise ApiFailure(404, "not_found", f"no {resource} record with Id {rid!r}")
+        return old
+
+    @staticmethod
+    def _check_version(old: dict, rid: str, if_version: int | None) -> None:
+        """``If-Match``: the write was derived from this version, or it is refused (412)."""
+        if if_version is not None and if_version != old["Version"]:
+            raise ApiFailure(412, "version_conflict", f"{rid} is at version {old['Version']}, not {if_version}",
+                             current_version=old["Version"])
+
     def update(self, resource: str, rid: str, patch: Any, if_version: int | None) -> dict:
         with self.lock:
             coll = self.collection(resource)
-            old = coll.records.get(rid)
-            if old is None:
-                raise ApiFailure(404, "not_found", f"no {resource} record with Id {rid!r}")
+            old = self._existing(coll, resource, rid)
             if old["Deleted"]:
                 raise ApiFailure(409, "deleted", f"{rid} is deleted and cannot be changed")
-            if if_version is not None and if_version != old["Version"]:
-                raise ApiFailure(
-                    412, "version_conflict",
-                    f"{rid} is at version {old['Version']}, not {if_version}",
-                    current_version=old["Version"],
-                )
+            self._check_version(old, rid, if_version)
             patch = self._strip_read_only(patch)
             if not isinstance(patch, dict):
                 raise validation_failure({"(body)": "expected a JSON object (merge patch)"})
@@ -312,17 +319,10 @@ class Store:
     def delete(self, resource: str, rid: str, if_version: int | None) -> dict:
         with self.lock:
             coll = self.collection(resource)
-            old = coll.records.get(rid)
-            if old is None:
-                raise ApiFailure(404, "not_found", f"no {resource} record with Id {rid!r}")
+            old = self._existing(coll, resource, rid)
             if old["Deleted"]:
-                return old
-            if if_version is not None and if_version != old["Version"]:
-                raise ApiFailure(
-                    412, "version_conflict",
-                    f"{rid} is at version {old['Version']}, not {if_version}",
-                    current_version=old["Version"],
-                )
+                return old  # before If-Match: a retried delete must not fail
+            self._check_version(old, rid, if_version)
             record = {**old, "ModifiedAt": self._tick(), "Version": old["Version"] + 1, "Deleted": True}
             coll.put(record, old)
             coll.deleted += 1
