@@ -2,10 +2,11 @@
 
 A micro-benchmark of the pure work the link agent does for each Customcrm
 order of the initial load (the seeded orders, 1-5 lines each): read the change
-event, decide (``engine.handle_change``: convert, merge, derive the create),
-encode the command, read the sink's result and record it
-(``engine.handle_result``), with the link stored as JSON in between as the
-links table holds it. Prints microseconds per order; measures, asserts nothing.
+event and make it canonical (``streams.canonical``), decide (``engine.handle_change``:
+merge, derive the create), encode the command for Business NXT as the sink does
+(``streams.encoding``), read the sink's result, make its record canonical and
+record it (``engine.handle_result``), with the link stored as JSON in between as
+the links table holds it. Prints microseconds per order; measures, asserts nothing.
 Compare two commits by running it in both checkouts.
 """
 from __future__ import annotations
@@ -18,8 +19,8 @@ import orjson
 
 from connectors.customcrm.sandbox import Store
 from schemas.change import ChangeEvent
-from schemas.command import WriteResult
-from streams import engine, linkcodec
+from schemas.command import WriteCommand, WriteResult
+from streams import canonical, encoding, engine, linkcodec
 from streams.mapping import load_mapping
 
 
@@ -49,18 +50,19 @@ def one_pass(flow, messages: list[dict], refs: _Refs, policy: engine.Policy) -> 
         key = f"{flow.id}:{message['id']}"
         raw = links.get(key)
         event = ChangeEvent.model_validate(message)
-        out = engine.handle_change(linkcodec.unpack(key, raw) if raw else None, flow, event, key,
-                                   now=1.0, refs=refs, policy=policy)
+        out = engine.handle_change(linkcodec.unpack(key, raw) if raw else None, flow,
+                                   canonical.Change(flow, event, refs), key, now=1.0, refs=refs, policy=policy)
         links[key] = linkcodec.pack(out.link)
-        command = out.commands[0]
-        command.to_bytes()
+        command = WriteCommand.model_validate(orjson.loads(out.commands[0].to_bytes()))
+        command = encoding.encode(command, flow, refs, policy.settings)
         result = WriteResult(command_id=command.command_id, flow=command.flow, link_key=key,
                              system="businessnxt", entity="order", op="create", status="ok",
                              target_id=str(1000 + i), version="2026-11-25T10:00:00.0000000Z",
                              record=command.data)
         result = WriteResult.model_validate(orjson.loads(result.to_bytes()))
-        out = engine.handle_result(linkcodec.unpack(key, links[key]), flow, result, now=1.0, refs=refs,
-                                   policy=policy)
+        out = engine.handle_result(linkcodec.unpack(key, links[key]), flow, result,
+                                   record=canonical.record_values(flow, result.system, result.record, refs),
+                                   now=1.0, refs=refs, policy=policy)
         links[key] = linkcodec.pack(out.link)
     return time.perf_counter() - t0
 

@@ -42,8 +42,10 @@ def ack_topic() -> str:
 class WriteCommand(BaseModel):
     """One write to one record of a target system.
 
-    ``data`` holds the target system's property names and values, already
-    converted (e.g. Businessnxt ``orderDate`` as an int yyyymmdd). For a
+    The link stage sends ``values`` (canonical, by Customcrm property name); the
+    sink encodes them once into ``data``, the target system's property names and
+    values (e.g. Businessnxt ``orderDate`` as an int yyyymmdd), which the writer
+    applies (``streams.encoding``). For a
     Businessnxt order, ``data["orderLines"]`` is the complete desired list of
     lines: on create they are created with the head; on update the writer makes
     the stored lines equal to that list.
@@ -73,6 +75,11 @@ class WriteCommand(BaseModel):
     match: dict[str, Any] | None = Field(
         default=None, description="Natural key to look up before creating (e.g. {'productNo': 'SKU-1'})."
     )
+    values: dict[str, Any] | None = Field(
+        default=None, description="The values to write, canonical and by Customcrm property name; the sink encodes "
+        "them into data for the target system (None: data is already the target's, e.g. an origin stamp).")
+    source_id: str | None = Field(default=None, description="The Customcrm record's Id, for the origin stamp a "
+                                  "create writes to Businessnxt.")
     data: dict[str, Any] = Field(default_factory=dict)
     attempt: int = 1
     created_at: datetime = Field(default_factory=utcnow)
@@ -110,9 +117,10 @@ class WriteResult(BaseModel):
     system: Literal["customcrm", "businessnxt"]
     entity: str
     op: Literal["create", "update", "delete"]
-    status: Literal["ok", "retryable", "permanent", "conflict", "not_found"] = Field(
+    status: Literal["ok", "retryable", "permanent", "conflict", "not_found", "invalid"] = Field(
         description="ok: applied; retryable: try again later; permanent: will never succeed; "
-        "conflict: version mismatch (re-read and merge); not_found: target is gone."
+        "conflict: version mismatch (re-read and merge); not_found: target is gone; invalid: the values "
+        "cannot be written to the target system (not sent)."
     )
     target_id: str | None = None
     version: str | None = None

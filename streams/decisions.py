@@ -34,6 +34,7 @@ def decision_of(key: str, flow_id: str, kind: str, outcome: Outcome, *, now: flo
         "link_key": key,
         "trigger": trigger,
         "outcome": outcome.actions,
-        "writes": [{"system": c.system, "op": c.op, "properties": list(c.data)} for c in outcome.commands],
+        "writes": [{"system": c.system, "op": c.op, "properties": list(c.data if c.values is None else c.values)}
+                   for c in outcome.commands],
         "changes": outcome.changes,
     }, default=str)

@@ -14,7 +14,7 @@ from schemas.change import ChangeEvent
 from schemas.command import WriteCommand
 from schemas.deadletter import DeadLetter
 from streams.linkstate import LinkState
-from streams.mapping import Flow, RefResolver
+from streams.mapping import Flow
 
 SOURCE = "customcrm"
 TARGET = "businessnxt"
@@ -136,10 +136,6 @@ def side_of(flow: Flow, system: str) -> str:
     raise ValueError(f"flow {flow.id} has no side in system {system}")
 
 
-def _canonical(flow: Flow, side: str, record: dict, refs: RefResolver | None) -> dict:
-    return flow.to_canonical("source" if side == SOURCE else "target", record, refs=refs)
-
-
 def _writable(flow: Flow, side: str, prop: str) -> bool:
     return side == TARGET or flow.syncs_back(prop)
 
@@ -156,10 +152,13 @@ def _forget_written(link: LinkState, side: str, props: Iterable[str]) -> None:
         link["wrote"][side].pop(prop, None)
 
 
-def _command(link: LinkState, flow: Flow, side: str, op: str, data: dict, policy: Policy, **extra) -> WriteCommand:
+def _command(link: LinkState, flow: Flow, side: str, op: str, values: dict | None, policy: Policy,
+             **extra) -> WriteCommand:
+    """A write of ``side``'s record carrying canonical ``values`` (the sink encodes them:
+    ``streams.encoding``), or ``data`` for the target as it is (in ``extra``)."""
     entity = flow.source.entity if side == SOURCE else flow.target.entity
     return WriteCommand(command_id=f"{link['key']}#{link['seq']}", flow=flow.id, link_key=link["key"],
-                        system=side, entity=entity, op=op, target_id=link["ids"][side], data=data,
+                        system=side, entity=entity, op=op, target_id=link["ids"][side], values=values,
                         attempt=link["fail"][side] + 1, **extra)
 
 

@@ -6,17 +6,19 @@ from typing import Any
 
 from schemas.change import ChangeEvent
 from schemas.command import WriteResult
-from streams.engine.core import (DELETED, LINKED, MOVED, NEW, PENDING, SOURCE, TARGET, Outcome, Policy, _canonical,
+from streams.canonical import Change
+from streams.engine.core import (DELETED, LINKED, MOVED, NEW, PENDING, SOURCE, TARGET, Outcome, Policy,
                                  _deadletter, _forget_written, _park, _ts, _ts_text, _writable, h, other, side_of,
                                  version_newer)
-from streams.engine.writes import _finish, _send_delete
+from streams.engine.writes import _block, _finish, _send_delete
 from streams.linkstate import LinkState, new_link
-from streams.mapping import Flow, MappingError, MissingReferences, RefResolver, is_empty
+from streams.mapping import Flow, RefResolver, is_empty
 
 
-def handle_change(link: LinkState | None, flow: Flow, event: ChangeEvent, key: str, *, now: float,
+def handle_change(link: LinkState | None, flow: Flow, change: Change, key: str, *, now: float,
                   refs: RefResolver | None, policy: Policy) -> Outcome:
-    """Apply one change event of either side to the link ``key``."""
+    """Apply one change event of either side to the link ``key`` (its canonical values: ``change``)."""
+    event = change.event
     link = link or new_link(flow.id, key)
     out = Outcome(link)
     side = side_of(flow, event.system)
@@ -36,22 +38,19 @@ def handle_change(link: LinkState | None, flow: Flow, event: ChangeEvent, key: s
         out.actions.append("skip:echo" if event.version == link["acked"][side] else "skip:stale")
         return out
 
-    record = event.data or {}
-    try:
-        if side == SOURCE:  # one conversion: the create-only values (e.g. Sku) are split off
-            values = flow.to_canonical("source", record, refs=refs, include_create_only=True)
-            co = {p: values.pop(p) for p in flow.create_only_names() if p in values}
-            _note_create_only(out, flow, co)
-        else:
-            values = _canonical(flow, side, record, refs)
-    except MissingReferences as exc:
-        return _park(out, flow, now, exc.ids, policy, event=event)
-    except MappingError as exc:
-        out.deadletters.append(_deadletter(link, flow, stage="flow", reason=str(exc), error_type="validation_error",
+    canonical = change.canonical
+    if canonical.missing:
+        return _park(out, flow, now, canonical.missing, policy, event=event)
+    if canonical.error is not None or canonical.values is None:
+        out.deadletters.append(_deadletter(link, flow, stage="flow", reason=str(canonical.error),
+                                           error_type="validation_error",
                                            payload=event.model_dump(mode="json", by_alias=True),
                                            system=event.system, entity=event.entity, record_id=event.id))
         out.actions.append("deadletter")
         return out
+    values = dict(canonical.values)
+    if side == SOURCE:
+        _note_create_only(out, flow, canonical.co)
 
     _accept_version(link, side, event)
 
@@ -76,9 +75,10 @@ def handle_change(link: LinkState | None, flow: Flow, event: ChangeEvent, key: s
     return _finish(out, flow, now, refs, policy)
 
 
-def handle_result(link: LinkState | None, flow: Flow, result: WriteResult, *, now: float,
+def handle_result(link: LinkState | None, flow: Flow, result: WriteResult, *, record: dict | None, now: float,
                   refs: RefResolver | None, policy: Policy) -> Outcome:
-    """Record the outcome of a write (the sink's acknowledgement)."""
+    """Record the outcome of a write (the sink's acknowledgement); ``record``: the canonical values
+    of the record it carries (``streams.canonical.record_values``; None: none)."""
     if link is None:  # a result for a link we do not know (state lost): nothing to record
         return Outcome(new_link(flow.id, result.link_key), actions=["skip:unknown-result"])
     out = Outcome(link)
@@ -116,14 +116,13 @@ def handle_result(link: LinkState | None, flow: Flow, result: WriteResult, *, no
         if result.op == "create":
             # the record as it stands: ours as we wrote it, or one that already existed
             # (matched by key, or found by its origin stamp after a crash or a lost broker)
-            if _merge_record(out, flow, side, result, refs):
+            if _merge_record(out, flow, side, result, record):
                 # what the record does not hold was not written: let it be derived again
                 wrote, rep = link["wrote"][side], link["rep"][side]
                 for prop in [p for p, hv in wrote.items() if rep.get(p) != hv]:
                     del wrote[prop]
         else:
-            values = _record_values(flow, side, result, refs)
-            for prop, value in (values or {}).items():
+            for prop, value in (record or {}).items():
                 link["rep"][side][prop] = h(value)
         out.actions.append(f"ack:{result.op}")
         return _finish(out, flow, now, refs, policy)
@@ -141,7 +140,7 @@ def handle_result(link: LinkState | None, flow: Flow, result: WriteResult, *, no
         # the record changed after the write was derived: nothing was written; what it holds
         # now takes part in the merge, and the writes are derived again
         _forget_written(link, side, sent.get("props", []))
-        if _merge_record(out, flow, side, result, refs):
+        if _merge_record(out, flow, side, result, record):
             if result.version and version_newer(result.system, result.version, link["seen"][side]):
                 link["seen"][side] = result.version
             out.actions.append("conflict:merged")
@@ -160,6 +159,21 @@ def handle_result(link: LinkState | None, flow: Flow, result: WriteResult, *, no
             link["retry_at"] = now + min(policy.write_backoff_max, 0.5 * 2 ** link["fail"][side])
             return _finish(out, flow, now, refs, policy)
 
+    if result.status == "invalid" and sent is not None:
+        # values the system cannot take (the sink did not send them): dead-lettered as any value
+        # that cannot be converted, and not derived again until the values change
+        sent_values = {p: link["base"][p][0] for p in sent.get("props", []) if p in link["base"]}
+        if result.op == "create":
+            link["status"] = NEW
+            _block(out, flow, side, result.error or "invalid values",
+                   {"canonical": {**sent_values, **(link["co"] if side == TARGET else {})}})
+        else:
+            out.deadletters.append(_deadletter(link, flow, stage="flow", reason=result.error or "invalid values",
+                                               error_type="validation_error", payload={"changes": sent_values},
+                                               system=side, record_id=link["ids"][side]))
+            out.actions.append("deadletter")
+        return out
+
     # permanent, or retries exhausted: dead letter, and stop trying until re-driven
     if result.op == "create":
         link["status"] = NEW
@@ -173,8 +187,11 @@ def handle_result(link: LinkState | None, flow: Flow, result: WriteResult, *, no
     return out
 
 
-def handle_tick(link: LinkState | None, flow: Flow, *, now: float, refs: RefResolver | None, policy: Policy) -> Outcome:
-    """A timer fired for this link: retry parked work, failed writes, lost results."""
+def handle_tick(link: LinkState | None, flow: Flow, *, now: float, refs: RefResolver | None, policy: Policy,
+                parked: Change | None = None) -> Outcome:
+    """A timer fired for this link: retry parked work, failed writes, lost results; ``parked``: the
+    change a parked link waits with (``park.event``), made canonical again (its products may be
+    linked now)."""
     if link is None:
         return Outcome(new_link(flow.id, "?"), actions=["skip:unknown-link"])
     out = Outcome(link)
@@ -189,9 +206,8 @@ def handle_tick(link: LinkState | None, flow: Flow, *, now: float, refs: RefReso
     if link.get("retry_at") and link["retry_at"] <= now:
         link.pop("retry_at", None)
     park = link.get("park")
-    if park and park.get("event") and park.get("next", 0) <= now:
-        event = ChangeEvent.model_validate(park["event"])
-        outcome = handle_change(link, flow, event, link["key"], now=now, refs=refs, policy=policy)
+    if park and park.get("event") and park.get("next", 0) <= now and parked is not None:
+        outcome = handle_change(link, flow, parked, link["key"], now=now, refs=refs, policy=policy)
         outcome.actions.insert(0, "tick")
         return outcome
     out.actions.append("tick")
@@ -210,19 +226,9 @@ def redrive(link: LinkState | None, flow: Flow, *, now: float, refs: RefResolver
     return handle_tick(link, flow, now=now, refs=refs, policy=policy)
 
 
-def _record_values(flow: Flow, side: str, result: WriteResult, refs: RefResolver | None) -> dict | None:
-    """Canonical values of the record a write result carries (None: none, or unreadable)."""
-    if result.record is None:
-        return None
-    try:
-        return _canonical(flow, side, result.record, refs)
-    except (MissingReferences, MappingError):
-        return None
-
-
-def _merge_record(out: Outcome, flow: Flow, side: str, result: WriteResult, refs: RefResolver | None) -> bool:
-    """Merge the record a result carries, with the time it last changed; False when there is none."""
-    values = _record_values(flow, side, result, refs)
+def _merge_record(out: Outcome, flow: Flow, side: str, result: WriteResult, values: dict | None) -> bool:
+    """Merge the record a result carries (``values``, canonical), with the time it last changed; False
+    when there is none."""
     if values is None:
         return False
     t = _ts_text(result.version) if result.version else None

@@ -9,7 +9,7 @@ from streams.engine.core import (DELETED, MOVED, PENDING, SOURCE, TARGET, Outcom
 from streams.engine.wake import next_wake
 from streams.linkkeys import is_target_origin
 from streams.linkstate import LinkState
-from streams.mapping import Flow, MappingError, MissingReferences, RefResolver
+from streams.mapping import Flow, RefResolver
 
 
 def _needs(link: LinkState, flow: Flow, side: str) -> list[str]:
@@ -96,54 +96,57 @@ def _finish(out: Outcome, flow: Flow, now: float, refs: RefResolver | None, poli
 def _send_delete(out: Outcome, flow: Flow, side: str, now: float, policy: Policy) -> None:
     link = out.link
     link["seq"] += 1
-    cmd = _command(link, flow, side, "delete", {}, policy)
+    cmd = _command(link, flow, side, "delete", None, policy)
     out.commands.append(cmd)
     link["inflight"][cmd.command_id] = {"side": side, "op": "delete", "props": [], "at": now}
     out.actions.append("delete")
+
+
+def unlinked(flow: Flow, values: dict, refs: RefResolver | None) -> list[str]:
+    """The Customcrm products ``values`` name (its lines) that have no Business NXT product yet:
+    a write of them to Business NXT waits (the link parks)."""
+    return [product for product in flow.source_references(values) if refs is None or refs.to_target(product) is None]
 
 
 def _create_target(out: Outcome, flow: Flow, now: float, refs: RefResolver | None, policy: Policy) -> None:
     link = out.link
     values = {p: v[0] for p, v in link["base"].items()}
     canonical = {**values, **link["co"]}
-    try:
-        data = flow.to_target_data(canonical, create=True, settings=policy.settings, refs=refs,
-                                   source_id=link["ids"][SOURCE] if flow.origin else None)
-    except MissingReferences as exc:
-        _park(out, flow, now, exc.ids, policy)
-        return
-    except MappingError as exc:
-        _block(out, flow, TARGET, exc, {"canonical": canonical})
+    missing = unlinked(flow, canonical, refs)
+    if missing:
+        _park(out, flow, now, missing, policy)
         return
     link["park"] = None
     extra: dict[str, Any] = {}
     if flow.origin is not None:
         extra["idempotency_key"] = flow.origin_stamp(link["ids"][SOURCE])
         extra["origin_field"] = flow.origin_field
+        extra["source_id"] = link["ids"][SOURCE]
     if flow.match is not None:
         match_value = canonical.get(flow.match.source)
         if match_value is not None:
             extra["match"] = {flow.match.target: match_value}
-    _send_create(out, flow, TARGET, data, values, now, policy, **extra)
+    _send_create(out, flow, TARGET, canonical, values, now, policy, **extra)
 
 
-def _block(out: Outcome, flow: Flow, side: str, exc: MappingError, payload: dict) -> None:
+def _block(out: Outcome, flow: Flow, side: str, reason: str, payload: dict) -> None:
     """A record that cannot be made from these values: dead letter, and the link waits for a redrive."""
     link = out.link
     link["blocked"] = True
-    out.deadletters.append(_deadletter(link, flow, stage="flow", reason=str(exc), error_type="validation_error",
+    out.deadletters.append(_deadletter(link, flow, stage="flow", reason=reason, error_type="validation_error",
                                        payload=payload, system=side,
                                        entity=flow.target.entity if side == TARGET else flow.source.entity,
                                        record_id=link["ids"][other(side)]))
     out.actions.append("deadletter")
 
 
-def _send_create(out: Outcome, flow: Flow, side: str, data: dict, values: dict, now: float, policy: Policy,
+def _send_create(out: Outcome, flow: Flow, side: str, sent: dict, values: dict, now: float, policy: Policy,
                  **extra) -> None:
-    """The create of ``side``'s record, carrying ``values`` (canonical)."""
+    """The create of ``side``'s record, carrying ``sent`` (canonical: ``values``, and for the target
+    the create-only values)."""
     link = out.link
     link["seq"] += 1
-    cmd = _command(link, flow, side, "create", data, policy, **extra)
+    cmd = _command(link, flow, side, "create", sent, policy, **extra)
     out.commands.append(cmd)
     link["status"] = PENDING
     props = list(values)
@@ -166,16 +169,10 @@ def _create_source(out: Outcome, flow: Flow, now: float, policy: Policy) -> None
     its Idempotency-Key is derived from the Business NXT company and key."""
     link = out.link
     values = {p: v[0] for p, v in link["base"].items()}
-    try:
-        # an empty value is left out: the new record takes Customcrm's default (Discount "0", ...)
-        data = {k: v for k, v in flow.to_source_data(values, create=True).items() if v is not None}
-    except MappingError as exc:
-        _block(out, flow, SOURCE, exc, {"canonical": values})
-        return
     settings = policy.settings
     company = (settings.get("businessnxt_company") if isinstance(settings, dict)
                else getattr(settings, "businessnxt_company", None))
-    _send_create(out, flow, SOURCE, data, values, now, policy,
+    _send_create(out, flow, SOURCE, values, values, now, policy,
                  idempotency_key=f"businessnxt:{company}:{flow.target.entity}:{link['ids'][TARGET]}")
 
 
@@ -183,8 +180,8 @@ def _stamp_target(out: Outcome, flow: Flow, now: float, policy: Policy) -> None:
     """Stamp the Business NXT record with its new Customcrm record's id (``create_in_source``)."""
     link = out.link
     link["seq"] += 1
-    cmd = _command(link, flow, TARGET, "update", {flow.origin_field: flow.origin_stamp(link["ids"][SOURCE])},
-                   policy)
+    cmd = _command(link, flow, TARGET, "update", None, policy,
+                   data={flow.origin_field: flow.origin_stamp(link["ids"][SOURCE])})
     out.commands.append(cmd)
     link["inflight"][cmd.command_id] = {"side": TARGET, "op": "update", "props": [], "at": now, "stamp": True}
     out.actions.append("stamp")
@@ -198,25 +195,12 @@ def _update(out: Outcome, flow: Flow, side: str, now: float, refs: RefResolver |
             link["park"] = None
         return
     changes = {p: link["base"][p][0] for p in needs}
-    try:
-        if side == TARGET:
-            data = flow.to_target_data(changes, create=False, settings=policy.settings, refs=refs)
-        else:
-            data = flow.to_source_data(changes)
-    except MissingReferences as exc:
-        _park(out, flow, now, exc.ids, policy)
-        return
-    except MappingError as exc:
-        out.deadletters.append(_deadletter(link, flow, stage="flow", reason=str(exc), error_type="validation_error",
-                                           payload={"changes": changes}, system=side, record_id=link["ids"][side]))
-        out.actions.append("deadletter")
-        for prop in needs:
-            link["wrote"][side][prop] = h(changes[prop])
+    missing = unlinked(flow, changes, refs) if side == TARGET else []
+    if missing:
+        _park(out, flow, now, missing, policy)
         return
     if side == TARGET and link["park"] and not link["park"].get("event"):
         link["park"] = None
-    if not data:
-        return
     link["seq"] += 1
     extra: dict[str, Any] = {}
     seen = link["seen"][side]
@@ -225,7 +209,7 @@ def _update(out: Outcome, flow: Flow, side: str, now: float, refs: RefResolver |
         # (a Customcrm version is its Version number)
         if side == TARGET or seen.isdigit():
             extra["expected_version"] = seen
-    cmd = _command(link, flow, side, "update", data, policy, **extra)
+    cmd = _command(link, flow, side, "update", changes, policy, **extra)
     out.commands.append(cmd)
     link["inflight"][cmd.command_id] = {"side": side, "op": "update", "props": needs, "at": now,
                                         "src_t": _source_time(link, needs)}

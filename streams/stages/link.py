@@ -23,7 +23,7 @@ from connectors.common.patches import faust_fixes
 from schemas.change import ChangeEvent
 from schemas.command import WriteCommand, WriteResult, command_topic, encode_command_batch
 from schemas.deadletter import DeadLetter
-from streams import controls as flowcontrols, engine, flowmessages, flowstats, linkcodec, metrics
+from streams import canonical, controls as flowcontrols, engine, flowmessages, flowstats, linkcodec, metrics
 from streams.decisions import decision_of
 from streams.linkkeys import flow_of
 from streams.stages.context import Context
@@ -253,16 +253,21 @@ class LinkStage:
 
         def decide(state: dict | None) -> engine.Outcome:
             if kind == "change":
-                return engine.handle_change(state, flow, change, key, now=now, refs=refs, policy=policy)
+                return engine.handle_change(state, flow, entering, key, now=now, refs=refs, policy=policy)
             if kind == "result":
-                return engine.handle_result(state, flow, result, now=now, refs=refs, policy=policy)
+                return engine.handle_result(state, flow, result, record=record, now=now, refs=refs, policy=policy)
             if kind == "redrive":
                 return engine.redrive(state, flow, now=now, refs=refs, policy=policy)
-            return engine.handle_tick(state, flow, now=now, refs=refs, policy=policy)
+            return engine.handle_tick(state, flow, now=now, refs=refs, policy=policy, parked=parked)
 
         try:
+            # the edge: what enters is made canonical here (a change's record when the engine first
+            # asks for it), and the engine decides on canonical values only (``streams.canonical``)
             change = ChangeEvent.model_validate(message["event"]) if kind == "change" else None
+            entering = canonical.Change(flow, change, refs) if change is not None else None
             result = WriteResult.model_validate(message["result"]) if kind == "result" else None
+            record = canonical.record_values(flow, result.system, result.record, refs) if result else None
+            parked = canonical.parked(flow, state, refs) if kind == "tick" else None
             sent = (state or {}).get("inflight", {}).get(result.command_id) if result else None
             outcome = decide(state)
             counted = flowcontrols.counted_writes(outcome.commands) if not message.get("resume") else None

@@ -14,7 +14,7 @@ import orjson
 
 from schemas.command import WriteCommand, command_members
 from schemas.deadletter import DeadLetter
-from streams import metrics
+from streams import encoding, metrics
 from streams.stages.context import Context
 
 #: Writes (of ``TALKSTREAM_SINK_BATCH_SIZE`` records) a sink hands its writer at once. The
@@ -59,10 +59,12 @@ def _sink(context: Context, system: str, entity: str):
                 commands.extend(await unpack(raw))
             metrics.child(metrics.EVENTS_IN, topic.get_topic_name()).inc(len(commands))
             for start in range(0, len(commands), per_apply):  # command batches: more than one apply
-                chunk = commands[start:start + per_apply]
+                # the edge out: each command's canonical values encoded for its system, once
+                chunk, results = encoding.encoded(commands[start:start + per_apply], context.mapping.flow,
+                                                  context.refs, settings)
                 await runtime.ready.wait()
                 started = time.monotonic()
-                results = await runtime.writers[system].apply(chunk)
+                results += await runtime.writers[system].apply(chunk) if chunk else []
                 metrics.child(metrics.API_LATENCY, system, entity).observe(time.monotonic() - started)
                 await context.send_batched([(result.link_key, {"kind": "result", "flow": result.flow,
                                                                "result": orjson.Fragment(result.to_bytes())})

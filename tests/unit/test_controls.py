@@ -8,8 +8,8 @@ from datetime import timedelta
 
 from streams import controls, engine
 from streams.controls import Breaker, FlowControl, counted_writes
-from streams.engine import handle_change, handle_tick
-from tests.unit.test_engine import ORDER, POLICY, REFS, T0, bnxt_order, crm_order, linked_order
+from tests.unit.edge import handle_change, handle_tick
+from tests.unit.test_engine import ORDER, POLICY, REFS, T0, bnxt_order, crm_order, linked_order, sent
 
 HELD = replace(POLICY, held_flows=frozenset({"order-order"}))
 
@@ -25,7 +25,7 @@ def test_a_held_flow_decides_but_writes_nothing_then_one_write_with_the_latest_v
     # the flow runs again: one tick, one write, the latest value
     resumed = handle_tick(second.link, ORDER, now=12, refs=REFS, policy=POLICY)
     (update,) = resumed.commands
-    assert update.op == "update" and update.system == "businessnxt" and update.data["name"] == "Edit two"
+    assert update.op == "update" and update.system == "businessnxt" and sent(update)["name"] == "Edit two"
     assert "held" not in resumed.link
     assert handle_tick(resumed.link, ORDER, now=13, refs=REFS, policy=POLICY).commands == []  # once
 

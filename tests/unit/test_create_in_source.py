@@ -10,11 +10,11 @@ from datetime import timedelta
 
 from schemas.change import ChangeEvent
 from streams import engine
-from streams.engine import handle_change, handle_result, handle_tick
+from tests.unit.edge import handle_change, handle_result, handle_tick
 from streams.mapping import parse_mapping
 from streams.linkkeys import is_target_origin, target_origin_key
 from streams.routing import route
-from tests.unit.test_engine import MAPPING, POLICY, REFS, T0, bnxt_order, crm_order, ok
+from tests.unit.test_engine import MAPPING, POLICY, REFS, T0, bnxt_order, crm_order, ok, sent
 from tests.unit.test_mapping import MAPPING_FILE
 
 import json
@@ -50,14 +50,14 @@ def test_the_row_creates_its_customcrm_order_once_stamps_it_and_moves():
     (create,) = out.commands
     assert (create.system, create.op) == ("customcrm", "create")
     assert create.idempotency_key == "businessnxt:7:order:5001"
-    assert create.data["Name"] == "First order" and create.data["Lines"][0]["ProductId"] == "prd_1"
+    assert sent(create)["Name"] == "First order" and sent(create)["Lines"][0]["ProductId"] == "prd_1"
     again = handle_change(out.link, ORDER, unstamped(), key, now=1, refs=REFS, policy=POLICY_C)
     assert again.commands == []  # re-delivered: no second create
     record = {**crm_order().data, "Id": "ord_77"}
     made = handle_result(out.link, ORDER, ok(create, version="1", record=record, target_id="ord_77"), now=2,
                          refs=REFS, policy=POLICY_C)
     (stamp,) = made.commands
-    assert (stamp.system, stamp.op, stamp.data) == ("businessnxt", "update", {"information1": "customcrm:order:ord_77"})
+    assert (stamp.system, stamp.op, sent(stamp)) == ("businessnxt", "update", {"information1": "customcrm:order:ord_77"})
     moved = handle_result(made.link, ORDER, ok(stamp, version=(T0 + timedelta(seconds=3)).isoformat(), record=None),
                           now=3, refs=REFS, policy=POLICY_C)
     assert moved.commands == [] and moved.link["status"] == engine.MOVED

@@ -8,7 +8,7 @@ import orjson
 
 from schemas.decision import Decision
 from streams.decisions import decision_of
-from streams.engine import handle_change
+from tests.unit.edge import handle_change
 from tests.unit.test_engine import ORDER, POLICY, REFS, T0, bnxt_order, crm_order, linked_order
 
 

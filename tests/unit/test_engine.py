@@ -11,7 +11,8 @@ import pytest
 from schemas.change import ChangeEvent
 from schemas.command import WriteResult
 from streams import engine
-from streams.engine import Policy, handle_change, handle_result, handle_tick
+from streams.engine import Policy
+from tests.unit.edge import data, handle_change, handle_result, handle_tick
 from streams.mapping import DictRefResolver, load_mapping
 
 MAPPING = load_mapping()
@@ -21,6 +22,11 @@ USER = MAPPING.flow("user-order")
 T0 = datetime(2026, 11, 25, 10, 0, 0, tzinfo=timezone.utc)
 POLICY = Policy(park_timeout=60, settings={"internal_customer_no": 10000})
 REFS = DictRefResolver({"prd_1": "SKU-1", "prd_2": "SKU-2"})
+
+
+def sent(command) -> dict:
+    """What a command writes to its system (the sink encodes its canonical values)."""
+    return data(command, REFS, POLICY.settings)
 
 
 def crm_order(version=1, at=T0, **over):
@@ -68,9 +74,9 @@ def test_first_sync_creates_exactly_one_target_with_origin_stamp():
     cmd = out.commands[0]
     assert cmd.system == "businessnxt" and cmd.entity == "order"
     assert cmd.idempotency_key == "customcrm:order:ord_1" and cmd.origin_field == "information1"
-    assert cmd.data["information1"] == "customcrm:order:ord_1"
-    assert cmd.data["orderDate"] == 20261120
-    assert cmd.data["orderLines"][0]["productNo"] == "SKU-1"
+    assert sent(cmd)["information1"] == "customcrm:order:ord_1"
+    assert sent(cmd)["orderDate"] == 20261120
+    assert sent(cmd)["orderLines"][0]["productNo"] == "SKU-1"
     assert out.link["status"] == engine.PENDING
     # a re-delivered event, and a newer edit while the create is pending: never a second create
     again = handle_change(out.link, ORDER, crm_order(), "order-order:ord_1", now=1, refs=REFS, policy=POLICY)
@@ -82,7 +88,7 @@ def test_first_sync_creates_exactly_one_target_with_origin_stamp():
     t_ack = T0 + timedelta(seconds=6)
     after = handle_result(edit.link, ORDER, ok(cmd, version=t_ack.isoformat(), record=bnxt_order(t_ack).data,
                                                 target_id="5001"), now=3, refs=REFS, policy=POLICY)
-    assert [(c.op, c.target_id, c.data) for c in after.commands] == [("update", "5001", {"name": "Renamed"})]
+    assert [(c.op, c.target_id, sent(c)) for c in after.commands] == [("update", "5001", {"name": "Renamed"})]
 
 
 def test_no_echo_our_write_read_back_makes_no_write():
@@ -93,7 +99,7 @@ def test_no_echo_our_write_read_back_makes_no_write():
     # an edit in Customcrm: exactly one write to Businessnxt
     edit = handle_change(link, ORDER, crm_order(2, T0 + timedelta(seconds=10), Name="New name"),
                          "order-order:ord_1", now=6, refs=REFS, policy=POLICY)
-    assert [(c.system, c.data) for c in edit.commands] == [("businessnxt", {"name": "New name"})]
+    assert [(c.system, sent(c)) for c in edit.commands] == [("businessnxt", {"name": "New name"})]
     # ... whose read-back (a later version, with our value) writes nothing back
     t2 = T0 + timedelta(seconds=11)
     back = handle_change(edit.link, ORDER, bnxt_order(t2, name="New name"), "order-order:ord_1", now=7,
@@ -106,7 +112,7 @@ def test_edit_in_businessnxt_reaches_customcrm():
     t = T0 + timedelta(seconds=20)
     out = handle_change(link, ORDER, bnxt_order(t, yourReference="PO-2", orderDate=20261201),
                         "order-order:ord_1", now=8, refs=REFS, policy=POLICY)
-    assert [(c.system, c.target_id, c.data) for c in out.commands] == [
+    assert [(c.system, c.target_id, sent(c)) for c in out.commands] == [
         ("customcrm", "ord_1", {"OrderDate": "2026-12-01", "YourReference": "PO-2"})]
 
 
@@ -136,7 +142,7 @@ def test_conflict_on_different_properties_takes_both():
                        "order-order:ord_1", now=10, refs=REFS, policy=POLICY)
     base = {p: v[0] for p, v in bn.link["base"].items()}
     assert base["Name"] == "from crm" and base["YourReference"] == "from erp"
-    assert [(c.system, c.data) for c in bn.commands] == [("customcrm", {"YourReference": "from erp"})]
+    assert [(c.system, sent(c)) for c in bn.commands] == [("customcrm", {"YourReference": "from erp"})]
 
 
 @pytest.mark.parametrize("erp_later", [True, False])
@@ -158,10 +164,10 @@ def test_conflict_on_the_same_property_later_modification_wins(erp_later):
     assert name == [{"property": "Name", "side": "businessnxt", "old": "crm", "new": winner,
                      "why": "later change won a conflict: " + ("businessnxt's is newer than customcrm's" if erp_later
                                                                else "customcrm's is newer than businessnxt's")}]
-    sent = [(c.system, c.data.get("name", c.data.get("Name"))) for c in crm.commands + bn.commands]
+    written = [(c.system, sent(c).get("name", sent(c).get("Name"))) for c in crm.commands + bn.commands]
     if erp_later:
         # Customcrm gets the ERP value ...
-        assert sent == [("businessnxt", "crm"), ("customcrm", "erp")]
+        assert written == [("businessnxt", "crm"), ("customcrm", "erp")]
         # ... and when our in-flight write of the older value lands in the ERP, the ERP gets
         # the winning value back
         (inflight,) = crm.commands
@@ -169,9 +175,9 @@ def test_conflict_on_the_same_property_later_modification_wins(erp_later):
         landed = handle_result(bn.link, ORDER, ok(inflight, version=t_w.isoformat(),
                                                   record=bnxt_order(t_w, name="crm").data),
                                now=11, refs=REFS, policy=POLICY)
-        assert [(c.system, c.data) for c in landed.commands] == [("businessnxt", {"name": "erp"})]
+        assert [(c.system, sent(c)) for c in landed.commands] == [("businessnxt", {"name": "erp"})]
     else:
-        assert sent == [("businessnxt", "crm")]
+        assert written == [("businessnxt", "crm")]
 
 
 def test_empty_never_overwrites_non_empty_in_a_conflict():
@@ -278,7 +284,7 @@ def test_product_matches_existing_record_by_key():
     assert a.commands == []
     b = handle_change(a.link, PRODUCT, crm, "product-product:SKU-9", now=1, refs=REFS, policy=POLICY)
     assert [c.op for c in b.commands] == ["update"]  # linked, never created; the newer Customcrm name wins
-    assert b.commands[0].data == {"description": "Widget"}
+    assert sent(b.commands[0]) == {"description": "Widget"}
     assert ("prd_9", "SKU-9") in a.refs + b.refs
 
 
@@ -288,8 +294,8 @@ def test_user_creates_order_with_create_only_properties():
                              "Phone": None, "Active": True, "CreatedAt": "2026-11-24T23:30:00.000000Z"})
     out = handle_change(None, USER, user, "user-order:usr_1", now=0, refs=REFS, policy=POLICY)
     (cmd,) = out.commands
-    assert cmd.data["customerNo"] == 10000 and cmd.data["orderDate"] == 20261124
-    assert cmd.data["information1"] == "customcrm:user:usr_1"
+    assert sent(cmd)["customerNo"] == 10000 and sent(cmd)["orderDate"] == 20261124
+    assert sent(cmd)["information1"] == "customcrm:user:usr_1"
 
 
 def test_retryable_failure_retries_then_dead_letters():
@@ -303,7 +309,7 @@ def test_retryable_failure_retries_then_dead_letters():
     assert r1.commands == [] and r1.wake_at and r1.wake_at > 2
     r2 = handle_tick(r1.link, ORDER, now=r1.wake_at, refs=REFS, policy=Policy(write_retry_max=2))
     (again,) = r2.commands
-    assert again.data == {"name": "x"} and again.command_id != cmd.command_id
+    assert sent(again) == {"name": "x"} and again.command_id != cmd.command_id
     fail2 = fail.model_copy(update={"command_id": again.command_id})
     r3 = handle_result(r2.link, ORDER, fail2, now=5, refs=REFS, policy=Policy(write_retry_max=2))
     assert r3.commands == [] and len(r3.deadletters) == 1
@@ -317,7 +323,7 @@ def test_target_removed_behind_our_back_is_recreated():
     gone = WriteResult(command_id=cmd.command_id, flow=cmd.flow, link_key=cmd.link_key, system=cmd.system,
                        entity=cmd.entity, op="update", status="not_found", target_id="5001")
     out = handle_result(edit.link, ORDER, gone, now=2, refs=REFS, policy=POLICY)
-    assert [c.op for c in out.commands] == ["create"] and out.commands[0].data["name"] == "x"
+    assert [c.op for c in out.commands] == ["create"] and sent(out.commands[0])["name"] == "x"
 
 
 def test_lost_result_is_resent_after_ack_timeout():
@@ -334,7 +340,7 @@ def test_replay_verifies_the_target_with_a_compare_before_write_update():
     out = handle_change(link, ORDER, replay, "order-order:ord_1", now=5, refs=REFS, policy=POLICY)
     # one verifying update carrying the agreed values; the writer skips it when nothing differs
     (cmd,) = out.commands
-    assert cmd.op == "update" and cmd.data["name"] == "First order" and "verify" in out.actions
+    assert cmd.op == "update" and sent(cmd)["name"] == "First order" and "verify" in out.actions
 
 
 def test_a_skipped_redelivery_keeps_the_parked_link_awake():
@@ -357,7 +363,7 @@ def test_a_write_that_meets_a_newer_edit_is_not_applied_and_the_edit_wins():
                            version=t_erp.isoformat(), record=bnxt_order(t_erp, name="erp").data)
     out = handle_result(crm.link, ORDER, conflict, now=10, refs=REFS, policy=POLICY)
     assert out.link["base"]["Name"][0] == "erp"
-    assert [(c.system, c.data) for c in out.commands] == [("customcrm", {"Name": "erp"})]
+    assert [(c.system, sent(c)) for c in out.commands] == [("customcrm", {"Name": "erp"})]
 
 
 @pytest.mark.parametrize("value", [1, 1.0, True, 0, False, "", None, "1", "2026-11-25", [1], {"a": 1}, [{"b": 2}]])

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from streams import engine, linkcodec
-from streams.engine import handle_change, handle_result, handle_tick
+from tests.unit.edge import handle_change, handle_result, handle_tick
 from streams.mapping import DictRefResolver
 from tests.unit.test_engine import ORDER, POLICY, REFS, T0, bnxt_order, crm_order, linked_order, ok
 

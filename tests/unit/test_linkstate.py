@@ -9,7 +9,8 @@ from typing import get_type_hints
 import pytest
 
 from schemas.command import WriteResult
-from streams.engine import Policy, handle_change, handle_result, handle_tick
+from streams.engine import Policy
+from tests.unit.edge import handle_change, handle_result, handle_tick
 from streams.linkstate import InFlight, LinkState, Park, new_link
 from tests.unit.test_engine import ORDER, POLICY, REFS, T0, crm_order, linked_order
 from tests.unit.test_linkcodec import lifecycle
