@@ -1,5 +1,9 @@
 """The sync decisions of one link: pure functions over plain data (no I/O, no Faust).
 
+They decide on canonical values only: what enters is made canonical at the edge
+of the link stage (``streams.canonical``), and a command carries canonical values
+that the sink encodes for its system (``streams.encoding``).
+
 ``decide`` (the inputs), ``writes`` (what each side needs and the write that gives it),
 ``wake`` (when a link needs a tick), ``core`` (what they share).
 

@@ -3,7 +3,9 @@
 The ``link`` agent (``concurrency=1``, one partition per link) reads
 ``talkstream.flow.events``: changes from the route stage, results from the sinks,
 ticks from the wake-up timer. For each it loads the link from the ``links`` table,
-runs the pure decision of ``streams.engine``, stores the new state, and sends the
+makes what entered canonical (``streams.canonical``: a change's record, a result's
+record, a parked change again), runs the pure decision of ``streams.engine`` on
+canonical values, stores the new state, and sends the
 write commands (to ``talkstream.<system>.<entity>.commands``), the decision record
 (``talkstream.decisions``), new product references and dead letters.
 

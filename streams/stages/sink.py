@@ -1,6 +1,8 @@
 """The sink stage: write commands -> the target system -> results back to the link stage.
 
-One agent per command topic takes batches of commands, hands them to the
+One agent per command topic takes batches of commands, encodes each command's
+canonical values for its system, once (``streams.encoding``: a value the system
+cannot take becomes an ``invalid`` result, not a request), hands them to the
 connector's writer (``connectors/<system>/writer.py``: retries, backoff, rate
 limits, idempotent creates) and sends each write's result to
 ``talkstream.flow.events``, where the link that owns it records it. An unreadable
