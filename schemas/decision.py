@@ -42,7 +42,8 @@ class Write(BaseModel):
 
     system: str
     op: str
-    properties: list[str] = Field(default_factory=list)
+    properties: list[str] = Field(default_factory=list, description="The properties it writes, by their Customcrm "
+                                  "names (an origin stamp: the Business NXT field).")
 
 
 class Decision(BaseModel):
