@@ -77,6 +77,10 @@ logger.apache.level = {level}
 """
 
 
+#: Cluster starts tried when a node finds a port it was given taken (``Address already in use``).
+PORT_ATTEMPTS = 3
+
+
 class ApacheKafkaUnavailable(RuntimeError):
     """Apache Kafka cannot run here (no java or mvn, or the jars could not be fetched)."""
 
@@ -264,27 +268,43 @@ class ApacheKafka:
             self._tmp = tempfile.TemporaryDirectory(prefix="talkstream-kafka-")
             self.directory = self._tmp.name
         root = Path(self.directory)
-        self.members = [Node(i + 1, free_port(), free_port(), root / f"node{i + 1}") for i in range(self.nodes)]
-        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.members)
-        cluster = cluster_id()
         atexit.register(self.stop)
         try:
-            for node in self.members:
-                node.directory.mkdir(parents=True, exist_ok=True)
-                node.properties.write_text("".join(f"{k}={v}\n" for k, v in self._settings(node, voters).items()))
-                fmt = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster, "-c",
-                                                str(node.properties), log=node.directory / "format.log"),
-                                     capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-                if fmt.returncode != 0:
-                    raise ApacheKafkaError(f"formatting node {node.node_id}'s storage failed: "
-                                           f"{(fmt.stdout + fmt.stderr).strip()[-500:]}")
-            for node in self.members:
-                self.start_node(node, wait=False)
-            self.wait_ready()
+            for attempt in range(1, PORT_ATTEMPTS + 1):
+                try:
+                    self._start_cluster(root)
+                    return self
+                except ApacheKafkaError as exc:
+                    # a port picked free was taken before the node bound it (another process of
+                    # the machine, e.g. a parallel test, picked it too): new ports, new storage
+                    if "Address already in use" not in str(exc) or attempt == PORT_ATTEMPTS:
+                        raise
+                    self._stop_nodes()
+                    for node in self.members:
+                        shutil.rmtree(node.directory, ignore_errors=True)
+                    self.members = []
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_cluster(self, root: Path) -> None:
+        """Pick the nodes' ports, format their storage, start them and wait until the cluster is ready."""
+        self.members = [Node(i + 1, free_port(), free_port(), root / f"node{i + 1}") for i in range(self.nodes)]
+        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.members)
+        cluster = cluster_id()
+        for node in self.members:
+            node.directory.mkdir(parents=True, exist_ok=True)
+            node.properties.write_text("".join(f"{k}={v}\n" for k, v in self._settings(node, voters).items()))
+            fmt = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster, "-c",
+                                            str(node.properties), log=node.directory / "format.log"),
+                                 capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+            if fmt.returncode != 0:
+                raise ApacheKafkaError(f"formatting node {node.node_id}'s storage failed: "
+                                       f"{(fmt.stdout + fmt.stderr).strip()[-500:]}")
+        for node in self.members:
+            self.start_node(node, wait=False)
+        self.wait_ready()
 
     def start_node(self, node: Node, wait: bool = True) -> None:
         """Start (or restart, after ``kill9``) one node's JVM on its formatted storage."""
@@ -368,6 +388,12 @@ class ApacheKafka:
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop every node this object started (SIGTERM, then SIGKILL), by PID, and remove temporary storage."""
+        self._stop_nodes(timeout)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def _stop_nodes(self, timeout: float = 20.0) -> None:
         for node in self.members:
             if node.alive():
                 node.process.send_signal(signal.SIGTERM)
@@ -379,9 +405,6 @@ class ApacheKafka:
                     node.process.kill()
                     node.process.wait(10)
             node.process = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
 
     def __enter__(self) -> "ApacheKafka":
         return self.start()

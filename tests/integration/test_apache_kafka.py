@@ -13,7 +13,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams import broker_check
-from streams.apache_kafka import KAFKA_VERSION, ApacheKafka, ApacheKafkaUnavailable, cluster_id, fetch_jars, missing_tools
+from streams.apache_kafka import (KAFKA_VERSION, ApacheKafka, ApacheKafkaUnavailable, cluster_id, fetch_jars,
+                                  kafka_api_versions_ok, missing_tools)
 from tests.integration.test_broker_smoke import run_scenario
 from tests.support import require_apache_kafka
 
@@ -115,3 +116,33 @@ def test_a_cluster_id_never_starts_with_a_dash():
     made = cluster_id(lambda n: next(draws))
     assert made == base64.urlsafe_b64encode(b"\x01" * 16).decode().rstrip("=")
     assert base64.urlsafe_b64encode(b"\xf8" + bytes(15)).decode().startswith("-")
+
+
+@pytest.mark.kafka
+def test_a_port_taken_before_the_node_binds_it_is_replaced(tmp_path, monkeypatch):
+    """A port picked free can be taken before the node binds it (another process picked it too):
+    the cluster starts again on new ports instead of failing."""
+    import socket
+
+    from streams import apache_kafka
+
+    require_apache_kafka()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    picked: list[int] = []
+
+    def pick() -> int:  # the first port handed out is one another process holds
+        picked.append(apache_kafka_free_port() if picked else taken.getsockname()[1])
+        return picked[-1]
+    apache_kafka_free_port = apache_kafka.free_port
+    monkeypatch.setattr(apache_kafka, "free_port", pick)
+    kafka = ApacheKafka(nodes=1, directory=str(tmp_path / "cluster"))
+    try:
+        kafka.start()
+        assert len(picked) == 4  # two ports for the first start, two new ones for the second
+        assert kafka.members[0].port not in picked[:2]
+        assert kafka_api_versions_ok("127.0.0.1", kafka.members[0].port, timeout=5)
+    finally:
+        kafka.stop()
+        taken.close()
