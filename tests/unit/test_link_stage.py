@@ -36,17 +36,24 @@ class Kept:
         self.sent.append((key, value))
 
 
-@pytest.fixture
-def stage():
-    settings = Settings(kafka_broker="kafka://127.0.0.1:9", store="memory://", partitions=4)
+def stage_context(name: str, **settings) -> pipeline.Context:
+    """The pipeline's topics, tables and services on a Faust app of the test's own, every output kept;
+    the order's product linked."""
+    settings = Settings(kafka_broker="kafka://127.0.0.1:9", store="memory://", partitions=4, **settings)
     mapping = load_mapping()
-    app = faust.App(f"link-stage-{uuid.uuid4().hex[:6]}", broker=settings.broker_url(), store="memory://",
+    app = faust.App(f"{name}-{uuid.uuid4().hex[:6]}", broker=settings.broker_url(), store="memory://",
                     autodiscover=False)
     outputs = pipeline.Outputs(flow_events=Kept(), commands={pair: Kept() for pair in entities(mapping)},
                                deadletters=Kept(), decisions=Kept(), stats=Kept(), refs=Kept(), controls=Kept())
     context = pipeline.build(app, settings, mapping, outputs=outputs)
+    context.product_refs.put("prd_1", "SKU-1")
+    return context
+
+
+@pytest.fixture
+def stage():
+    context = stage_context("link-stage")
     context.flow_controls.loaded.set()  # no flow control on record: every flow runs
-    context.product_refs.put("prd_1", "SKU-1")  # the order's product is linked
     return context, link.register(context)
 
 

@@ -6,20 +6,14 @@ reaches no writer; every result goes back to the flow topic, keyed by its link.
 """
 from __future__ import annotations
 
-import uuid
-
-import faust
 import pytest
 
 from schemas.command import WriteResult
 from streams import flowmessages
-from streams.mapping import load_mapping
-from streams.settings import Settings
-from streams.stages import context as pipeline, sink
-from streams.topics import entities
+from streams.stages import sink
 from tests.unit.edge import handle_change
 from tests.unit.test_engine import ORDER, POLICY, REFS, crm_order
-from tests.unit.test_link_stage import Kept
+from tests.unit.test_link_stage import stage_context
 
 KEY = "order-order:ord_1"
 
@@ -38,14 +32,7 @@ class KeptWriter:
 
 @pytest.fixture
 def stage():
-    settings = Settings(kafka_broker="kafka://127.0.0.1:9", store="memory://", partitions=4, sink_batch_wait=0.01)
-    mapping = load_mapping()
-    app = faust.App(f"sink-stage-{uuid.uuid4().hex[:6]}", broker=settings.broker_url(), store="memory://",
-                    autodiscover=False)
-    outputs = pipeline.Outputs(flow_events=Kept(), commands={pair: Kept() for pair in entities(mapping)},
-                               deadletters=Kept(), decisions=Kept(), stats=Kept(), refs=Kept(), controls=Kept())
-    context = pipeline.build(app, settings, mapping, outputs=outputs)
-    context.product_refs.put("prd_1", "SKU-1")
+    context = stage_context("sink-stage", sink_batch_wait=0.01)
     writer = KeptWriter()
     context.runtime.writers = {"customcrm": writer, "businessnxt": writer}
     context.runtime.ready.set()
