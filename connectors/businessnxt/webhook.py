@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from connectors.businessnxt.client import BusinessnxtClient, table_fields
-from connectors.businessnxt.outputs import publish_events
+from connectors.common.kafka import publish_events
 from connectors.common.deadletters import DeadLetterSink, publish_all
 from connectors.businessnxt.records import InvalidRow, KEY_FIELD, to_event, tombstone
 from connectors.businessnxt.timezones import parse_utc, utc_version

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -157,6 +157,17 @@ class KafkaPublisher:
         ]
         if futures:
             await asyncio.gather(*futures)
+
+
+async def publish_events(publisher: Any, events: Sequence[ChangeEvent], topic: str | None = None) -> None:
+    """Publish through ``publisher`` (a ``KafkaPublisher``, or a stand-in without ``topic``), to ``topic``
+    when it is not the events' own (tests, per-deployment naming); returns after the broker's ack."""
+    if not events:
+        return
+    if topic is None or all(e.topic == topic for e in events):
+        await publisher.publish(events)
+    else:
+        await publisher.publish(events, topic=topic)
 
 
 async def partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from connectors.common.deadletters import DeadLetterSink, publish_all
+from connectors.common.kafka import publish_events
 from connectors.common.watermarks import WatermarkStore, watermark_key
-from schemas.change import ChangeEvent, change_topic
+from schemas.change import ChangeEvent
 from schemas.deadletter import DeadLetter
 
 log = logging.getLogger(__name__)
@@ -97,11 +98,7 @@ class Poller:
     async def commit(self, events: Sequence[ChangeEvent], letters: Sequence[DeadLetter],
                      watermark: Watermark) -> None:
         """Publish, dead-letter, and only after the broker acknowledged both save the watermark."""
-        if events:
-            if self.topic is None or self.topic == change_topic(self.system, self.entity):
-                await self.publisher.publish(events)
-            else:
-                await self.publisher.publish(events, topic=self.topic)
+        await publish_events(self.publisher, events, self.topic)
         await publish_all(self.dead_letters, letters)
         if watermark != self._watermark:
             await self.watermarks.save(self.key, watermark.to_json())

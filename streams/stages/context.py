@@ -110,9 +110,9 @@ def build(app: faust.App, settings: Settings, mapping: Mapping, *, outputs: Outp
     partitions = settings.partitions
     pairs = entities(mapping)
 
-    def raw_topic(*names: str, **kw):
+    def raw_topic(*names: str, partitions: int = partitions):
         return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-                         partitions=partitions, **kw)
+                         partitions=partitions)
 
     command_topics = {pair: raw_topic(command_topic(*pair)) for pair in pairs}
     flow_topic = raw_topic(FLOW_EVENTS)
@@ -121,11 +121,9 @@ def build(app: faust.App, settings: Settings, mapping: Mapping, *, outputs: Outp
         commands=command_topics,
         deadletters=raw_topic(DEADLETTER_TOPIC),
         decisions=raw_topic(DECISIONS_TOPIC),
-        stats=app.topic(flowstats.STATS_TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw",
-                        value_serializer="raw", partitions=1),
+        stats=raw_topic(flowstats.STATS_TOPIC, partitions=1),
         refs=raw_topic(REFS_TOPIC),
-        controls=app.topic(flowcontrols.CONTROLS_TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw",
-                           value_serializer="raw", partitions=1),
+        controls=raw_topic(flowcontrols.CONTROLS_TOPIC, partitions=1),
     )
     # each link as compact JSON bytes (``streams.linkcodec``): far less memory than the dict, and
     # no Faust JSON encoding per write; the changelogs get min.insync.replicas (Faust gives them
