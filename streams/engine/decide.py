@@ -87,6 +87,13 @@ def handle_result(link: LinkState | None, flow: Flow, result: WriteResult, *, re
     if sent is None and result.op != "create":
         out.actions.append("skip:duplicate-result")
         return out
+    if sent is None and result.status != "ok":
+        # a failed create we no longer wait for (a redelivered duplicate of a result already
+        # handled, or one that came after the ack timeout re-derived the write): nothing was
+        # created, and the write in flight now, if any, has its own result coming; only a create
+        # that succeeded still has news (its id)
+        out.actions.append("skip:stale-result")
+        return out
 
     if result.status == "ok":
         link["fail"][side] = 0

@@ -376,3 +376,33 @@ def test_value_hash_is_the_same_with_the_cache_and_keeps_types_apart(value):
 def test_value_hash_tells_one_one_point_oh_and_true_apart_and_empty_is_none():
     assert len({engine.h(1), engine.h(1.0), engine.h(True)}) == 3
     assert engine.h("") == engine.h(None)
+
+
+def test_a_failed_create_result_that_comes_after_the_ack_timeout_is_not_a_dead_letter():
+    # a restarted worker ticks before it reads the results the old one left: the create is
+    # derived again, and the late failure of the first attempt must neither block nor dead-letter
+    out = handle_change(None, ORDER, crm_order(), "order-order:ord_1", now=0, refs=REFS, policy=POLICY)
+    (first,) = out.commands
+    again = handle_tick(out.link, ORDER, now=POLICY.ack_timeout, refs=REFS, policy=POLICY)
+    (second,) = again.commands
+    late = WriteResult(command_id=first.command_id, flow=first.flow, link_key=first.link_key, system=first.system,
+                       entity=first.entity, op="create", status="retryable", error="products not linked here yet")
+    assert second.command_id != first.command_id
+    stale = handle_result(again.link, ORDER, late, now=POLICY.ack_timeout + 1, refs=REFS, policy=POLICY)
+    assert stale.deadletters == [] and "skip:stale-result" in stale.actions
+    assert not stale.link.get("blocked") and second.command_id in stale.link["inflight"]
+    done = handle_result(stale.link, ORDER, ok(second, version=T0.isoformat(), record=None, target_id="5001"),
+                         now=POLICY.ack_timeout + 2, refs=REFS, policy=POLICY)
+    assert done.link["status"] == "linked" and done.link["ids"][engine.TARGET] == "5001"
+
+
+def test_a_redelivered_failed_create_result_is_handled_once():
+    out = handle_change(None, ORDER, crm_order(), "order-order:ord_1", now=0, refs=REFS, policy=POLICY)
+    (cmd,) = out.commands
+    fail = WriteResult(command_id=cmd.command_id, flow=cmd.flow, link_key=cmd.link_key, system=cmd.system,
+                       entity=cmd.entity, op="create", status="retryable", error="HTTP 503")
+    first = handle_result(out.link, ORDER, fail, now=1, refs=REFS, policy=POLICY)
+    assert "retry" in first.actions and first.link["fail"][engine.TARGET] == 1
+    again = handle_result(first.link, ORDER, fail, now=1.1, refs=REFS, policy=POLICY)
+    assert again.deadletters == [] and not again.link.get("blocked")
+    assert again.link["fail"][engine.TARGET] == 1
