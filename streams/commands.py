@@ -55,11 +55,13 @@ def run(self, worker_loglevel: str, seed: int, broker_kind: str) -> int:
            help="Businessnxt: webhook signature key (default: $TALKSTREAM_SANDBOX_WEBHOOK_KEY)."),
     option("--timezone", default="Europe/Oslo", help="Businessnxt: server time zone."),
     option("--quiet", is_flag=True, default=False, help="Do not print where it listens."),
+    option("--port-file", default=None,
+           help="Write the port it listens on to this file once it listens (with --port 0: the one it got)."),
     base=SyncCommand,
 )
 def sandbox(self, system: str, host: str, port: int, seed: int, token: str, rate_limit: str, client_id: str,
             client_secret: str, company: int, webhook_url: str | None, webhook_key: str | None,
-            timezone: str, quiet: bool) -> int:
+            timezone: str, quiet: bool, port_file: str | None) -> int:
     """Run one sandbox system (customcrm or businessnxt) as an HTTP server."""
     if system == "customcrm":
         from connectors.customcrm.sandbox import run as run_customcrm
@@ -73,14 +75,16 @@ def sandbox(self, system: str, host: str, port: int, seed: int, token: str, rate
             except ValueError:
                 print(f"--rate-limit must look like 100/10 or off, not {rate_limit!r}", file=sys.stderr)
                 return 2
-        run_customcrm(host=host, port=port, token=token, seed=seed, rate_limit=limit, announce=not quiet)
+        run_customcrm(host=host, port=port, token=token, seed=seed, rate_limit=limit, announce=not quiet,
+                      port_file=port_file)
     elif system == "businessnxt":
         from connectors.businessnxt.sandbox import run as run_businessnxt
 
         webhook_key = webhook_key or os.environ.get("TALKSTREAM_SANDBOX_WEBHOOK_KEY")
         run_businessnxt(host=host, port=port, client_id=client_id, client_secret=client_secret,
                         company=company, seed=seed, webhook_url=webhook_url,
-                        webhook_key=webhook_key, timezone=timezone, announce=not quiet)
+                        webhook_key=webhook_key, timezone=timezone, announce=not quiet,
+                         port_file=port_file)
     else:
         print(f"unknown system {system!r}: use customcrm or businessnxt", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from connectors.common.httpserver import free_port
+from connectors.common.httpserver import wait_for_port_file
 
 from streams.apache_kafka import ApacheKafka, ApacheKafkaError, ApacheKafkaUnavailable
 from streams.embedded_broker import DIE_WITH_PARENT, EmbeddedBroker, EmbeddedBrokerError
@@ -131,6 +131,14 @@ class Supervisor:
         self.children.append(child)
         return child
 
+    def _port_file(self, system: str) -> str:
+        """Where a sandbox says which port it got (none left over from an earlier run)."""
+        os.makedirs(self.settings.data_dir, exist_ok=True)
+        path = os.path.join(self.settings.data_dir, f"{system}-sandbox.port")
+        if os.path.exists(path):
+            os.remove(path)
+        return path
+
     def _wait_healthy(self, child: Child, url: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -148,11 +156,11 @@ class Supervisor:
         """Start the sandbox systems whose URL is not configured, and point the worker at them."""
         s = self.settings
         if not s.customcrm_url:
-            port = free_port()
             token = "sandbox-token"
-            child = self.spawn("customcrm sandbox", ["sandbox", "customcrm", "--port", str(port),
+            port_file = self._port_file("customcrm")
+            child = self.spawn("customcrm sandbox", ["sandbox", "customcrm", "--port", "0", "--port-file", port_file,
                                                      "--seed", str(seed), "--token", token, "--quiet"])
-            url = f"http://127.0.0.1:{port}"
+            url = f"http://127.0.0.1:{wait_for_port_file(port_file, child.alive, what=child.name)}"
             self._wait_healthy(child, url)
             self.env.update(TALKSTREAM_CUSTOMCRM_URL=url, TALKSTREAM_CUSTOMCRM_TOKEN=token)
             self.say(f"Customcrm sandbox:   {url}/api/v1  (token {token}, pid {child.pid})")
@@ -160,18 +168,18 @@ class Supervisor:
                      f"-H 'Content-Type: application/json' -d '{{\"Name\": \"Edited in Customcrm\"}}' "
                      f"{url}/api/v1/orders/ord_000001")
         if not s.businessnxt_url:
-            port = free_port()
+            port_file = self._port_file("businessnxt")
             client_id, client_secret, company = "sandbox-client", "sandbox-secret", "1"
             key = (s.businessnxt_webhook_key.get_secret_value() if s.businessnxt_webhook_key
                    else secrets.token_urlsafe(24))
             webhook = f"http://127.0.0.1:{s.web_port}/webhooks/businessnxt"
-            args = ["sandbox", "businessnxt", "--port", str(port), "--seed", str(seed),
+            args = ["sandbox", "businessnxt", "--port", "0", "--port-file", port_file, "--seed", str(seed),
                     "--client-id", client_id, "--client-secret", client_secret, "--company", company,
                     "--timezone", s.timezone, "--quiet"]
             if s.web_enabled:
                 args += ["--webhook-url", webhook]  # the key goes through the environment, not argv
             child = self.spawn("businessnxt sandbox", args, extra_env={"TALKSTREAM_SANDBOX_WEBHOOK_KEY": key})
-            url = f"http://127.0.0.1:{port}"
+            url = f"http://127.0.0.1:{wait_for_port_file(port_file, child.alive, what=child.name)}"
             self._wait_healthy(child, url)
             self.env.update(TALKSTREAM_BUSINESSNXT_URL=f"{url}/api/graphql-service",
                             TALKSTREAM_BUSINESSNXT_TOKEN_URL=f"{url}/connect/token",

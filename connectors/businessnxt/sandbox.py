@@ -402,14 +402,19 @@ def create_app(*, client_id: str = "sandbox-client", client_secret: str = "sandb
 def run(host: str = "127.0.0.1", port: int = 0, client_id: str = "sandbox-client",
         client_secret: str = "sandbox-secret", company: int = 1, seed: int = 0,
         webhook_url: str | None = None, webhook_key: str | None = None,
-        timezone: str = "Europe/Oslo", announce: bool = True) -> None:
+        timezone: str = "Europe/Oslo", announce: bool = True, port_file: str | None = None) -> None:
     """Serve the sandbox in the foreground (``talkstream sandbox businessnxt``); ``announce``: say
-    where, once (``talkstream run`` says it itself)."""
-    from connectors.common.httpserver import free_port, serve
+    where, once (``talkstream run`` says it itself); ``port_file``: write the port it listens on
+    there (with ``port`` 0, the one the system gave)."""
+    from connectors.common.httpserver import serve, write_port_file
 
-    port = port or free_port(host)
-    if announce:
-        print(f"Businessnxt sandbox: http://{host}:{port}/api/graphql-service "
-              f"(token: http://{host}:{port}/connect/token, company {company})", flush=True)
+    def listening(bound: int) -> None:
+        if port_file:
+            write_port_file(port_file, bound)
+        if announce:
+            print(f"Businessnxt sandbox: http://{host}:{bound}/api/graphql-service "
+                  f"(token: http://{host}:{bound}/connect/token, company {company})", flush=True)
+
     serve(create_app(client_id=client_id, client_secret=client_secret, company=company, seed=seed,
-                     timezone=timezone, webhook_url=webhook_url, webhook_key=webhook_key), host, port)
+                     timezone=timezone, webhook_url=webhook_url, webhook_key=webhook_key), host, port,
+          listening=listening)

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from connectors.businessnxt.client import BusinessnxtClient
-from connectors.common.httpserver import free_port
+from connectors.common.httpserver import free_port, wait_for_port_file
 from connectors.customcrm.client import CustomcrmClient
 from streams.apache_kafka import ApacheKafka
 from streams.embedded_broker import EmbeddedBroker
@@ -96,16 +96,19 @@ class Pipeline:
         else:
             self.broker = EmbeddedBroker(log_path=None).start()
         self.web_port = free_port()
-        crm_port, bnxt_port = free_port(), free_port()
-        crm = self._spawn("customcrm", ["sandbox", "customcrm", "--port", str(crm_port), "--seed", str(self.seed),
-                                        "--token", CRM_TOKEN, "--rate-limit", self.crm_rate_limit])
-        args = ["sandbox", "businessnxt", "--port", str(bnxt_port), "--seed", str(self.bnxt_seed), "--client-id",
-                CLIENT_ID, "--client-secret", CLIENT_SECRET, "--company", str(COMPANY)]
+        # each sandbox binds a port the system gives it and says which (parallel tests never race)
+        crm_port, bnxt_port = self.tmp / "customcrm.port", self.tmp / "businessnxt.port"
+        crm = self._spawn("customcrm", ["sandbox", "customcrm", "--port", "0", "--port-file", str(crm_port),
+                                        "--seed", str(self.seed), "--token", CRM_TOKEN,
+                                        "--rate-limit", self.crm_rate_limit])
+        args = ["sandbox", "businessnxt", "--port", "0", "--port-file", str(bnxt_port), "--seed",
+                str(self.bnxt_seed), "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET,
+                "--company", str(COMPANY)]
         if self.webhooks:
             args += ["--webhook-url", f"http://127.0.0.1:{self.web_port}/webhooks/businessnxt"]
         bnxt = self._spawn("businessnxt", args, env={"TALKSTREAM_SANDBOX_WEBHOOK_KEY": self.webhook_key})
-        self.crm_url = f"http://127.0.0.1:{crm_port}"
-        self.bnxt_base = f"http://127.0.0.1:{bnxt_port}"
+        self.crm_url = f"http://127.0.0.1:{wait_for_port_file(crm_port, crm.alive, what=crm.name)}"
+        self.bnxt_base = f"http://127.0.0.1:{wait_for_port_file(bnxt_port, bnxt.alive, what=bnxt.name)}"
         self._healthy(crm, self.crm_url)
         self._healthy(bnxt, self.bnxt_base)
         return self

@@ -310,12 +310,17 @@ def create_app(
 
 
 def run(host: str = "127.0.0.1", port: int = 0, token: str = "sandbox-token", seed: int = 0, *,
-        rate_limit: tuple[int, float] | None = (100, 10.0), announce: bool = True) -> None:
+        rate_limit: tuple[int, float] | None = (100, 10.0), announce: bool = True,
+        port_file: str | None = None) -> None:
     """Serve the sandbox in the foreground until Ctrl-C (``talkstream sandbox customcrm``);
-    ``announce``: say where, once (``talkstream run`` says it itself)."""
-    from connectors.common.httpserver import free_port, serve
+    ``announce``: say where, once (``talkstream run`` says it itself); ``port_file``: write the
+    port it listens on there (with ``port`` 0, the one the system gave)."""
+    from connectors.common.httpserver import serve, write_port_file
 
-    port = port or free_port(host)
-    if announce:
-        print(f"Customcrm sandbox: http://{host}:{port}/api/v1", flush=True)
-    serve(create_app(token=token, seed=seed, rate_limit=rate_limit), host, port)
+    def listening(bound: int) -> None:
+        if port_file:
+            write_port_file(port_file, bound)
+        if announce:
+            print(f"Customcrm sandbox: http://{host}:{bound}/api/v1", flush=True)
+
+    serve(create_app(token=token, seed=seed, rate_limit=rate_limit), host, port, listening=listening)
