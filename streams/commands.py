@@ -84,7 +84,7 @@ def sandbox(self, system: str, host: str, port: int, seed: int, token: str, rate
         run_businessnxt(host=host, port=port, client_id=client_id, client_secret=client_secret,
                         company=company, seed=seed, webhook_url=webhook_url,
                         webhook_key=webhook_key, timezone=timezone, announce=not quiet,
-                         port_file=port_file)
+                        port_file=port_file)
     else:
         print(f"unknown system {system!r}: use customcrm or businessnxt", file=sys.stderr)
         return 2

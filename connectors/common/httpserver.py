@@ -39,7 +39,6 @@ def listen(host: str = "127.0.0.1", port: int = 0, backlog: int = 2048) -> socke
     except OSError:
         sock.close()
         raise
-    sock.set_inheritable(True)
     return sock
 
 
